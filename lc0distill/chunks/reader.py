@@ -1,0 +1,146 @@
+"""Read whole chunk files into the one in-memory record layout, upgrading V3..V6 on the way.
+
+A chunk is decompressed in one call and viewed with `np.frombuffer`; nothing loops over records in Python.
+Upgrades follow lc0's reader (FORMATS.md §1.4.3). Illegal-move markers are kept as each era wrote them
+(0.0 in V3, NaN in lc0 0.21's V4, -1 since): consumers treat "< 0 or NaN" as illegal (see targets.py).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
+from lc0distill.chunks.layouts import LAYOUTS, NO_MOVE, RECORD_DTYPE, RECORD_SIZES
+from lc0distill.chunks.sources import ChunkSource
+from lc0distill.errors import ChunkError
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The records of one chunk file (usually one game), in file order."""
+
+    source: ChunkSource
+    records: np.ndarray  # (N,) RECORD_DTYPE
+    version: int  # the version the file was written in
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+def inflate(data: bytes, name: str) -> bytes:
+    """Decompress a gzip file (every member of it); other data is returned as it is."""
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    parts = []
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            parts.append(inflater.decompress(data))
+        except zlib.error as error:
+            raise ChunkError(name, f"corrupt gzip stream ({error})") from None
+        if not inflater.eof:
+            raise ChunkError(name, "truncated gzip stream (the file ends before the gzip trailer)")
+        data = inflater.unused_data
+        if data and not data.startswith(GZIP_MAGIC):
+            raise ChunkError(name, "bytes after the end of the gzip stream are not gzip data")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _version_at(raw: bytes, offset: int) -> int:
+    return int.from_bytes(raw[offset : offset + 4], "little")
+
+
+def _check_layout(raw: bytes, name: str) -> tuple[int, int]:
+    """(version, record count) of a decompressed chunk, or a ChunkError saying what is wrong where."""
+    if not raw:
+        raise ChunkError(name, "empty chunk (no records)")
+    if len(raw) < 4:
+        raise ChunkError(name, f"only {len(raw)} bytes, not a chunk", record=0, field="version")
+    version = _version_at(raw, 0)
+    if version not in RECORD_SIZES:
+        raise ChunkError(name, f"unknown record version {version} (supported: 3, 4, 5, 6, 7)",
+                         record=0, field="version")
+    size = RECORD_SIZES[version]
+    count, rest = divmod(len(raw), size)
+    versions = np.ndarray((count,), dtype="<u4", buffer=raw, strides=(size,))  # each record's first field
+    mixed = np.flatnonzero(versions != version)
+    if mixed.size:
+        first = int(mixed[0])
+        raise ChunkError(name, f"version {int(versions[first])} after version {version} records "
+                         "(mixed versions in one file)", record=first, field="version")
+    if rest:
+        raise ChunkError(name, f"size {len(raw)} is not a multiple of the V{version} record size {size} "
+                         f"({rest} bytes left over: truncated or not a V{version} chunk)", record=count)
+    return version, count
+
+
+def _copy_common_fields(source: np.ndarray, out: np.ndarray) -> None:
+    for field in source.dtype.names:
+        if field in out.dtype.names:
+            out[field] = source[field]
+
+
+def _upgrade_result(source: np.ndarray, out: np.ndarray, name: str) -> None:
+    """V3..V5 int8 result (+1/0/-1 for the side to move) -> V6 result_q / result_d."""
+    result = source["result"]
+    bad = np.flatnonzero((result != 1) & (result != 0) & (result != -1))
+    if bad.size:
+        raise ChunkError(name, f"result {int(result[bad[0]])} is not -1, 0 or 1", record=int(bad[0]), field="result")
+    out["result_q"] = result
+    out["result_d"] = result == 0
+    out["dummy"] = 0
+
+
+def upgrade(records: np.ndarray, version: int, name: str) -> np.ndarray:
+    """Records of `version` (a structured array of that layout) -> RECORD_DTYPE, as lc0's reader does."""
+    out = np.zeros(len(records), dtype=RECORD_DTYPE)
+    if version >= 6:
+        size = RECORD_SIZES[version]
+        out.view(np.uint8).reshape(len(records), -1)[:, :size] = records.view(np.uint8).reshape(len(records), -1)
+        if version == 6:
+            out["opp_played_idx"] = NO_MOVE
+            out["next_played_idx"] = NO_MOVE
+        return out
+    _copy_common_fields(records, out)
+    if version <= 4:
+        out["input_format"] = 1
+        out["side_to_move_or_enpassant"] = records["side_to_move"]
+        out["invariance_info"] = records["move_count"]
+    _upgrade_result(records, out, name)
+    for field in ("orig_q", "orig_d", "orig_m"):
+        out[field] = np.nan
+    out["opp_played_idx"] = NO_MOVE
+    out["next_played_idx"] = NO_MOVE
+    return out
+
+
+def _check_input_formats(records: np.ndarray, name: str) -> None:
+    formats = records["input_format"]
+    bad = np.flatnonzero(~np.isin(formats, list(SUPPORTED_INPUT_FORMATS)))
+    if bad.size:
+        raise ChunkError(name, f"unknown input format {int(formats[bad[0]])}", record=int(bad[0]), field="input_format")
+
+
+def parse_chunk(raw: bytes, name: str) -> tuple[np.ndarray, int]:
+    """Decompressed chunk bytes -> (records in RECORD_DTYPE, file version)."""
+    version, count = _check_layout(raw, name)
+    records = np.frombuffer(raw, dtype=LAYOUTS[version], count=count)
+    upgraded = upgrade(records, version, name)
+    _check_input_formats(upgraded, name)
+    return upgraded, version
+
+
+def read_chunk(source: ChunkSource | str) -> Chunk:
+    """Read one chunk (gzip or uncompressed; a loose file or a tar member) into the in-memory layout."""
+    if isinstance(source, str):
+        source = ChunkSource(source)
+    raw = inflate(source.read_bytes(), source.name)
+    records, version = parse_chunk(raw, source.name)
+    return Chunk(source, records, version)
+

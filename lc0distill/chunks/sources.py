@@ -1,0 +1,110 @@
+"""Where chunks come from: loose files, directories searched recursively, and members of `.tar` archives.
+
+A `ChunkSource` is a small picklable address (file, or archive + byte range) so that worker processes
+can read any chunk by themselves; `.tar` members are read in place with one seek, never extracted.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from lc0distill.errors import ChunkError
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_SKIPPED_MEMBER_NAMES = {"LICENSE"}
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """One chunk: a file, or a member of an uncompressed tar archive at [offset, offset + size)."""
+
+    path: str
+    member: str | None = None
+    offset: int = 0
+    size: int | None = None
+
+    @property
+    def name(self) -> str:
+        """How errors and reports name the chunk: `file` or `archive.tar:member`."""
+        return self.path if self.member is None else f"{self.path}:{self.member}"
+
+    def read_bytes(self) -> bytes:
+        try:
+            if self.member is None:
+                return Path(self.path).read_bytes()
+            if self.size is None:  # a member of a compressed archive: no random access
+                with tarfile.open(self.path, "r:*") as archive:
+                    handle = archive.extractfile(self.member)
+                    if handle is None:
+                        raise ChunkError(self.name, "not a regular file")
+                    return handle.read()
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(self.size)
+            if len(data) != self.size:
+                raise ChunkError(self.name, f"archive ends inside the member ({len(data)} of {self.size} bytes)")
+            return data
+        except OSError as error:
+            raise ChunkError(self.name, f"cannot read: {error.strerror or error}") from None
+
+
+def is_tar_path(path: str | os.PathLike) -> bool:
+    return str(path).endswith(TAR_SUFFIXES)
+
+
+def _looks_like_chunk_file(path: Path) -> bool:
+    """Chunk files in a directory: lc0's game_*.gz, the server's training.*.gz, raw training.* and tars."""
+    name = path.name
+    return name.endswith(".gz") or is_tar_path(name) or name.startswith("training.")
+
+
+def tar_members(path: str | os.PathLike) -> list[ChunkSource]:
+    """The chunk members of an archive, in archive order (directories, pax headers and LICENSE skipped)."""
+    path = str(path)
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            members = [m for m in archive.getmembers() if m.isfile() and Path(m.name).name not in _SKIPPED_MEMBER_NAMES]
+            # Members of an uncompressed archive are addressed by byte range, so workers can seek to them.
+            raw = not _is_compressed(path)
+            return [
+                ChunkSource(path, m.name, m.offset_data, m.size) if raw else ChunkSource(path, m.name)
+                for m in members
+            ]
+    except tarfile.TarError as error:
+        raise ChunkError(path, f"not a readable tar archive ({error})") from None
+    except OSError as error:
+        raise ChunkError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _is_compressed(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    return head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
+
+
+def find_chunks(paths: Iterable[str | os.PathLike]) -> Iterator[ChunkSource]:
+    """Chunk sources for files, directories (recursive, sorted) and tar archives, in a stable order."""
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    candidate = Path(root) / name
+                    if _looks_like_chunk_file(candidate):
+                        yield from _sources_of_file(candidate)
+        elif path.exists():
+            yield from _sources_of_file(path)
+        else:
+            raise ChunkError(str(path), "no such file or directory")
+
+
+def _sources_of_file(path: Path) -> Iterator[ChunkSource]:
+    if is_tar_path(path):
+        yield from tar_members(path)
+    else:
+        yield ChunkSource(str(path))

@@ -1,0 +1,43 @@
+"""The `lc0distill` command. Each command group lives in its own module and registers its parsers here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from lc0distill import __version__
+from lc0distill.cli import data_commands
+from lc0distill.errors import Lc0DistillError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lc0distill",
+        description="Train and distil chess networks in the Leela Chess Zero style, on lc0's own data and weights.",
+    )
+    parser.add_argument("--version", action="version", version=f"lc0distill {__version__}")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    data_commands.register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except Lc0DistillError as error:
+        print(f"lc0distill: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("lc0distill: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())
