@@ -68,16 +68,16 @@ def expand_planes(packed: PackedPlanes, rule50: Rule50Scale = Rule50Scale.ENGINE
     aux = out[:, HISTORY_PLANES:].reshape(batch, 8, 8, 8)  # [b, plane - 104, rank, file]
     aux[:] = 0.0
     fmt = packed.input_format
-    classical = (fmt == 1)[:, None, None]
+    classical = fmt == 1  # (B,)
     canonical = fmt >= 3
-    castling = packed.castling
+    castling = packed.castling  # (B, 4)
     # Format 1: whole planes of 0/1 flags. Formats >= 2: rook-file bits on rank 1 (us) and rank 8 (them).
-    aux[:, 0:4] = np.where(classical, (castling != 0).astype(np.float32)[:, :, None, None], 0.0)
-    rook_planes = ~classical[:, :, 0]
-    aux[:, 0, 0] += np.where(rook_planes, _FILE_MASK_TO_ROW[castling[:, 0]], 0.0)
-    aux[:, 0, 7] += np.where(rook_planes, _FILE_MASK_TO_ROW[castling[:, 2]], 0.0)
-    aux[:, 1, 0] += np.where(rook_planes, _FILE_MASK_TO_ROW[castling[:, 1]], 0.0)
-    aux[:, 1, 7] += np.where(rook_planes, _FILE_MASK_TO_ROW[castling[:, 3]], 0.0)
+    aux[:, 0:4] = np.where(classical[:, None, None, None], (castling != 0)[:, :, None, None], np.float32(0.0))
+    rook_rows = ~classical[:, None]  # (B, 1), broadcast over a row's 8 files
+    aux[:, 0, 0] += np.where(rook_rows, _FILE_MASK_TO_ROW[castling[:, 0]], np.float32(0.0))
+    aux[:, 0, 7] += np.where(rook_rows, _FILE_MASK_TO_ROW[castling[:, 2]], np.float32(0.0))
+    aux[:, 1, 0] += np.where(rook_rows, _FILE_MASK_TO_ROW[castling[:, 1]], np.float32(0.0))
+    aux[:, 1, 7] += np.where(rook_rows, _FILE_MASK_TO_ROW[castling[:, 3]], np.float32(0.0))
     side = packed.side_to_move_or_enpassant
     aux[:, 4] = np.where(canonical, 0.0, (side != 0).astype(np.float32))[:, None, None]
     aux[:, 4, 7] += np.where(canonical[:, None], _FILE_MASK_TO_ROW[side], 0.0)

@@ -74,6 +74,9 @@ def _check_layout(raw: bytes, name: str) -> tuple[int, int]:
         first = int(mixed[0])
         raise ChunkError(name, f"version {int(versions[first])} after version {version} records "
                          "(mixed versions in one file)", record=first, field="version")
+    if rest >= 4 and _version_at(raw, count * size) != version:
+        raise ChunkError(name, f"version {_version_at(raw, count * size)} after version {version} records "
+                         "(mixed versions in one file)", record=count, field="version")
     if rest:
         raise ChunkError(name, f"size {len(raw)} is not a multiple of the V{version} record size {size} "
                          f"({rest} bytes left over: truncated or not a V{version} chunk)", record=count)

@@ -75,7 +75,8 @@ def tar_members(path: str | os.PathLike) -> list[ChunkSource]:
                 for m in members
             ]
     except tarfile.TarError as error:
-        raise ChunkError(path, f"not a readable tar archive ({error})") from None
+        reason = " ".join(str(error).split())  # tarfile's message may span several lines
+        raise ChunkError(path, f"not a readable tar archive ({reason})") from None
     except OSError as error:
         raise ChunkError(path, f"cannot read: {error.strerror or error}") from None
 

@@ -1,0 +1,3 @@
+from lc0distill.cli import entry_point
+
+entry_point()

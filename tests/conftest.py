@@ -1,0 +1,44 @@
+"""Shared fixtures: the reference artifacts in ../shared (real lc0 nets, chunks and engine outputs).
+
+Tests that need them skip with a clear reason when the folder is absent; nothing from it is copied here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT_ROOT.parent / "shared"
+LC0_DATA = SHARED / "lc0-data"
+SELFPLAY = SHARED / "lc0-selfplay-maia1900"
+ORACLE = SHARED / "oracle" / "maia-1900.lc0-outputs.json"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference artifact {path} is absent (../shared holds lc0's own files; see README)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lc0_data() -> Path:
+    return _require(LC0_DATA)
+
+
+@pytest.fixture(scope="session")
+def lc0_games(lc0_data: Path) -> list[dict]:
+    """games.jsonl: per chunk file, the moves and result lc0 reported while playing the game."""
+    return [json.loads(line) for line in (lc0_data / "games.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def oracle_positions() -> list[dict]:
+    return json.loads(_require(ORACLE).read_text())["positions"]
+
+
+@pytest.fixture(scope="session")
+def selfplay_dir() -> Path:
+    return _require(SELFPLAY)
