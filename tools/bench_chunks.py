@@ -215,17 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     rate_inflate = n_records / t_inflate
     mb = 1e6
     tensor_bytes = n_records * INPUT_PLANES * 64 * 4
-    rows = [("stage", "time (s)", "records/s", "MB/s", "us/record", "x inflate")]
+    rows = [("stage", "time (s)", "records/s", "us/record", "MB/s", "(MB of)", "x inflate")]
 
     def row(label: str, seconds: float, out_bytes: int, detail: str) -> None:
         rate = n_records / seconds
-        rows.append((label, f"{seconds:.4f}", f"{rate:,.0f}", f"{out_bytes / seconds / mb:,.0f} {detail}",
-                     f"{1e6 / rate:.2f}", f"{rate / rate_inflate:.2f}"))
+        rows.append((label, f"{seconds:.4f}", f"{rate:,.0f}", f"{1e6 / rate:.2f}",
+                     f"{out_bytes / seconds / mb:,.0f}", detail, f"{rate / rate_inflate:.2f}"))
 
-    row("inflate (zlib only)", t_inflate, raw_bytes, "out")
-    row("(a) inflate + parse_chunk", t_parse, raw_bytes, "in")
-    row(f"(b) expand_planes, out=", t_expand, tensor_bytes, "out")
-    row(f"(b) expand_planes, no out=", t_expand_alloc, tensor_bytes, "out")
+    row("inflate (zlib only)", t_inflate, raw_bytes, "inflated")
+    row("(a) inflate + parse_chunk", t_parse, raw_bytes, "inflated")
+    row("(b) expand_planes, out=", t_expand, tensor_bytes, "float32")
+    row("(b) expand_planes, no out=", t_expand_alloc, tensor_bytes, "float32")
 
     print(f"files: {len(files)} from {', '.join(str(p) for p in (args.paths or [DEFAULT_DATA]))}")
     print(f"records: {n_records:,}  versions: {dict(sorted(versions.items()))}  "

@@ -19,9 +19,7 @@ from lc0distill.chess.encoding import BLACK_TO_MOVE_BIT, HISTORY_PLANES
 
 INPUT_PLANES = 112
 
-# BYTE_TO_BITS[b] = the 8 bits of byte b, most significant first, as float32. Stored plane bytes are
-# bit-reversed, so this gives squares in file order a..h (FORMATS.md §1.2).
-_BYTE_TO_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
+_UNPACK_SLICE = 128  # records unpacked at a time: the uint8 bits of a slice (850 KB) stay in cache
 # FILE_MASK_TO_ROW[b] = one board row with file j set where bit j of b is set (castling and e.p. bytes).
 _FILE_MASK_TO_ROW = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float32)
 
@@ -64,7 +62,11 @@ def expand_planes(packed: PackedPlanes, rule50: Rule50Scale = Rule50Scale.ENGINE
     if out is None:
         out = np.empty((batch, INPUT_PLANES, 8, 8), dtype=np.float32)
     plane_bytes = np.ascontiguousarray(packed.planes, dtype="<u8").view(np.uint8)  # (B, 832)
-    np.take(_BYTE_TO_BITS, plane_bytes, axis=0, out=out[:, :HISTORY_PLANES].reshape(batch, HISTORY_PLANES * 8, 8))
+    flat = out.reshape(batch, INPUT_PLANES * 64)
+    for start in range(0, batch, _UNPACK_SLICE):
+        # unpackbits on the stored (bit-reversed) bytes yields squares a1..h8; slices keep it in cache.
+        stop = start + _UNPACK_SLICE
+        np.copyto(flat[start:stop, : HISTORY_PLANES * 64], np.unpackbits(plane_bytes[start:stop], axis=1))
     aux = out[:, HISTORY_PLANES:].reshape(batch, 8, 8, 8)  # [b, plane - 104, rank, file]
     aux[:] = 0.0
     fmt = packed.input_format
