@@ -10,7 +10,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from lc0distill.errors import ChunkError
 
@@ -87,8 +87,13 @@ def _is_compressed(path: str) -> bool:
     return head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
 
 
-def find_chunks(paths: Iterable[str | os.PathLike]) -> Iterator[ChunkSource]:
-    """Chunk sources for files, directories (recursive, sorted) and tar archives, in a stable order."""
+def find_chunks(paths: Iterable[str | os.PathLike],
+                on_error: Callable[[ChunkError], None] | None = None) -> Iterator[ChunkSource]:
+    """Chunk sources for files, directories (recursive, sorted) and tar archives, in a stable order.
+
+    A missing path or unreadable archive raises ChunkError, or, with `on_error`, is passed to it and
+    costs only itself: the other files of a directory are still found.
+    """
     for given in paths:
         path = Path(given)
         if path.is_dir():
@@ -97,11 +102,21 @@ def find_chunks(paths: Iterable[str | os.PathLike]) -> Iterator[ChunkSource]:
                 for name in sorted(files):
                     candidate = Path(root) / name
                     if _looks_like_chunk_file(candidate):
-                        yield from _sources_of_file(candidate)
-        elif path.exists():
-            yield from _sources_of_file(path)
+                        yield from _sources_or_error(candidate, on_error)
         else:
+            yield from _sources_or_error(path, on_error)
+
+
+def _sources_or_error(path: Path, on_error: Callable[[ChunkError], None] | None) -> list[ChunkSource]:
+    try:
+        if not path.exists():
             raise ChunkError(str(path), "no such file or directory")
+        return list(_sources_of_file(path))
+    except ChunkError as error:
+        if on_error is None:
+            raise
+        on_error(error)
+        return []
 
 
 def _sources_of_file(path: Path) -> Iterator[ChunkSource]:

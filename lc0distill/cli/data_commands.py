@@ -8,6 +8,7 @@ import sys
 from typing import Iterator
 
 from lc0distill.chunks.decode import decode_record
+from lc0distill.cli import data_stats
 from lc0distill.chunks.games import Game, reconstruct_games
 from lc0distill.chunks.reader import Chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks
@@ -30,6 +31,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     inspect.add_argument("--records", type=int, default=1, metavar="N",
                          help="decode the first N records of each chunk (default 1)")
     inspect.set_defaults(run=run_inspect)
+    data_stats.register(commands)
 
     games = commands.add_parser(
         "games", help="rebuild the games stored in chunks",
@@ -43,17 +45,11 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def _chunks(paths: list[str], errors: list[str]) -> Iterator[Chunk]:
     """Readable chunks; each unreadable one adds a one-line error and the rest go on."""
-    for path in paths:
+    for source in list(find_chunks(paths, on_error=lambda error: errors.append(str(error)))):
         try:
-            sources = list(find_chunks([path]))
+            yield read_chunk(source)
         except ChunkError as error:
             errors.append(str(error))
-            continue
-        for source in sources:
-            try:
-                yield read_chunk(source)
-            except ChunkError as error:
-                errors.append(str(error))
 
 
 def _report_errors(errors: list[str]) -> int:

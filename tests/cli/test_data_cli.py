@@ -84,3 +84,13 @@ def test_console_script_help_and_user_error():
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "/no/such/file.gz" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_bad_archive_in_a_folder_costs_only_itself(capsys, lc0_data, tmp_path):
+    good = sorted((lc0_data / "v6-fmt2-maia1100").glob("*.gz"))[0]
+    (tmp_path / "a.gz").write_bytes(good.read_bytes())
+    (tmp_path / "bad.tar").write_bytes(b"not an archive at all" * 100)
+    assert main(["data", "games", str(tmp_path), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert [g["path"] for g in json.loads(captured.out)] == [str(tmp_path / "a.gz")]
+    assert captured.err.count("\n") == 1 and "bad.tar" in captured.err
