@@ -8,10 +8,10 @@ import sys
 from typing import Iterator
 
 from lc0distill.chunks.decode import decode_record
-from lc0distill.cli import data_stats
 from lc0distill.chunks.games import Game, reconstruct_games
 from lc0distill.chunks.reader import Chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks
+from lc0distill.cli import data_from_pgn, data_stats
 from lc0distill.errors import ChunkError
 
 PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
@@ -32,6 +32,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                          help="decode the first N records of each chunk (default 1)")
     inspect.set_defaults(run=run_inspect)
     data_stats.register(commands)
+    data_from_pgn.register(commands)
 
     games = commands.add_parser(
         "games", help="rebuild the games stored in chunks",

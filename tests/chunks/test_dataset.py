@@ -1,6 +1,5 @@
 """The streaming loader: every record once, determinism, sharding, bad chunks, the Batch contract."""
 
-import gzip
 import logging
 import os
 

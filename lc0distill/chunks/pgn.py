@@ -1,0 +1,298 @@
+"""Supervised training data from PGN games (CCRL engine games and the like), as lc0 users build it.
+
+Each mainline position becomes one V6 record (`records_from_game`): policy one-hot on the played move,
+z from the game's result, moves-left from the game's length, and the q/d fields from `[%eval ...]`
+comments where the PGN carries them (from z elsewhere). Games that cannot make correct records are
+skipped with a reason: an illegal or unreadable move, an unknown result (`*` or none), a start other than
+the standard position (a `FEN` header or a variant), or no moves at all.
+
+Inputs may be plain `.pgn`, gzip or zstandard files; the kind is told from the file's first bytes, so a
+misnamed file still reads. Everything is streamed: a file is never held in memory whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+import re
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO, Iterator, TextIO
+
+import chess
+import chess.engine
+import chess.pgn
+import chess.variant
+import numpy as np
+import zstandard
+
+from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
+from lc0distill.chunks.build import RESULT_SCORES, records_from_game
+from lc0distill.errors import Lc0DistillError
+
+# lc0 reports a centipawn score as cp = 90 * tan(1.5637541897 * q); PGN evals go the other way.
+LC0_CP_SCALE = 90.0
+LC0_Q_SCALE = 1.5637541897
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHUNK_NAME = re.compile(r"^game_(\d+)\.gz$")
+
+
+class PgnError(Lc0DistillError):
+    """A PGN file that cannot be read (missing, unreadable, corrupt compressed stream): names the file."""
+
+    def __init__(self, path: str | os.PathLike, message: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
+
+
+class SkipReason(StrEnum):
+    """Why a game makes no records; the values are what the summary prints."""
+
+    ILLEGAL_MOVE = "illegal move"
+    UNKNOWN_RESULT = "unknown result"
+    NON_STANDARD_START = "non-standard start"
+    VARIANT = "non-standard variant"
+    NO_MOVES = "no moves"
+
+
+@dataclass(frozen=True)
+class SkippedGame:
+    path: str
+    number: int  # 1-based position of the game in its file
+    reason: SkipReason
+    detail: str  # what exactly: the illegal move, the FEN, the variant, ...
+    players: str
+
+    def describe(self) -> str:
+        return f"{self.path}: game {self.number} ({self.players}): {self.reason}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ConvertedGame:
+    path: str
+    number: int
+    records: np.ndarray  # (plies,) RECORD_DTYPE, one per position before each move
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+def check_input_format(value: str | int) -> int:
+    """An lc0 input format number (1, 2, 3, 4, 5, 132, 133), or a user error saying which are accepted."""
+    accepted = ", ".join(str(f) for f in sorted(SUPPORTED_INPUT_FORMATS))
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if number not in SUPPORTED_INPUT_FORMATS:
+        raise Lc0DistillError(f"--input-format {value}: not one of lc0's input formats ({accepted})")
+    return number
+
+
+def check_pgn_paths(paths: list[str]) -> list[Path]:
+    """The input files, each an existing regular file; the first one that is not gives a user error."""
+    checked = []
+    for path in paths:
+        file = Path(path)
+        if not file.exists():
+            raise PgnError(path, "no such file")
+        if not file.is_file():
+            raise PgnError(path, "not a file")
+        checked.append(file)
+    return checked
+
+
+def next_chunk_index(folder: str | os.PathLike) -> int:
+    """The first free lc0 chunk number in `folder`: one past the highest game_NNNNNN.gz already there."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise Lc0DistillError(f"{folder}: exists and is not a folder")
+    if not folder.exists():
+        return 0
+    numbers = [int(m.group(1)) for entry in folder.iterdir() if (m := _CHUNK_NAME.match(entry.name))]
+    return max(numbers) + 1 if numbers else 0
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+class PgnFile:
+    """An open PGN file of any of the three kinds: `text` for python-chess, `bytes_read` for progress."""
+
+    def __init__(self, path: str | os.PathLike, raw: BinaryIO, text: TextIO):
+        self.path = str(path)
+        self._raw = raw
+        self.text = text
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the file (compressed bytes for .gz/.zst) consumed so far."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    magic = raw.read(4)
+    raw.seek(0)
+    if magic.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic == ZSTD_MAGIC:
+        # read_across_frames: multi-frame files (pzstd, concatenated .zst) are read whole.
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+    return raw
+
+
+@contextmanager
+def open_pgn(path: str | os.PathLike) -> Iterator[PgnFile]:
+    """Open a `.pgn`, `.pgn.gz` or `.pgn.zst` file as text (UTF-8; undecodable bytes replaced)."""
+    try:
+        raw = open(path, "rb")
+    except OSError as error:
+        raise PgnError(path, f"cannot read: {error.strerror or error}") from None
+    with raw:
+        stream = _decompressed(raw)
+        # utf-8-sig: drop a byte-order mark; names in latin-1 files must not stop a conversion.
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=None)
+        try:
+            yield PgnFile(path, raw, text)
+        finally:
+            text.close()
+
+
+class _QuietGameBuilder(chess.pgn.GameBuilder):
+    """python-chess's builder without its logging: errors stay in `game.errors` for the skip reason."""
+
+    def handle_error(self, error: Exception) -> None:
+        self.game.errors.append(error)
+
+
+def read_games(pgn: PgnFile) -> Iterator[chess.pgn.Game]:
+    """The games of a PGN file, in order; a corrupt compressed stream is a PgnError naming the file."""
+    while True:
+        try:
+            game = chess.pgn.read_game(pgn.text, Visitor=_QuietGameBuilder)
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as error:
+            raise PgnError(pgn.path, f"cannot read (corrupt or truncated compressed data?): {error}") from None
+        if game is None:
+            return
+        yield game
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _players(game: chess.pgn.Game) -> str:
+    return f"{game.headers.get('White', '?')} - {game.headers.get('Black', '?')}"
+
+
+def _variant_problem(headers: chess.pgn.Headers) -> str | None:
+    name = headers.get("Variant")
+    if name is None:
+        return None
+    try:
+        board_class = chess.variant.find_variant(name)
+    except ValueError:
+        return f"unknown variant {name!r}"
+    if board_class is not chess.Board or headers.is_chess960():
+        return f"variant {name!r}"
+    return None  # "Standard", "From Position", ...: the FEN check decides
+
+
+def _start_problem(headers: chess.pgn.Headers) -> str | None:
+    fen = headers.get("FEN")
+    if fen is None:
+        return None  # SetUp without FEN: python-chess (and every reader) starts from the standard position
+    try:
+        board = chess.Board(fen)
+    except ValueError:
+        return f"invalid FEN {fen!r}"
+    # Move counters do not matter: the records start from the standard position either way.
+    if board.epd() != chess.Board().epd():
+        return f"FEN {fen!r}"
+    return None
+
+
+def skip_reason(game: chess.pgn.Game) -> tuple[SkipReason, str] | None:
+    """Why `game` cannot become records (reason, detail), or None when it can."""
+    if (problem := _variant_problem(game.headers)) is not None:
+        return SkipReason.VARIANT, problem
+    if (problem := _start_problem(game.headers)) is not None:
+        return SkipReason.NON_STANDARD_START, problem
+    if game.errors:
+        # python-chess stops the mainline at the first bad move: the game as written is not the game played.
+        return SkipReason.ILLEGAL_MOVE, str(game.errors[0])
+    result = game.headers.get("Result", "*")
+    if result not in RESULT_SCORES:
+        return SkipReason.UNKNOWN_RESULT, f"result {result!r}"
+    if game.next() is None:
+        return SkipReason.NO_MOVES, "the game has no moves"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- evaluations
+
+
+def cp_to_q(cp: float) -> float:
+    """A centipawn score -> lc0's q in [-1, 1] (inverse of lc0's cp = 90 tan(1.5637541897 q))."""
+    return float(np.clip(math.atan(cp / LC0_CP_SCALE) / LC0_Q_SCALE, -1.0, 1.0))
+
+
+def score_to_q(score: chess.engine.Score) -> float:
+    """A score from one side's view -> q from that side's view: mates are +-1, centipawns via cp_to_q."""
+    if score.is_mate():
+        return 1.0 if score > chess.engine.Cp(0) else -1.0
+    return cp_to_q(float(score.score()))
+
+
+def _white_q(node: chess.pgn.GameNode) -> float | None:
+    pov = node.eval()
+    return None if pov is None else score_to_q(pov.white())
+
+
+def white_q_per_position(game: chess.pgn.Game) -> list[float | None] | None:
+    """Per record (the position before each mainline move), white's q from the PGN's [%eval] comments.
+
+    An eval comment belongs to the node of the move it follows, so it evaluates the position AFTER that
+    move: node k (move k) carries the eval of position k + 1, i.e. of the NEXT record. Position 0 takes
+    the root's comment (a comment before the first move), and the eval after the last move evaluates the
+    final position, which has no record, so it is dropped. None where a position has no eval (that
+    record's q/d then come from z); None overall when the game has no evals at all.
+    """
+    nodes = list(game.mainline())
+    values = [_white_q(game)] + [_white_q(node) for node in nodes[:-1]]
+    return values if any(v is not None for v in values) else None
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+
+
+def game_records(game: chess.pgn.Game, input_format: int) -> np.ndarray:
+    """The V6 records of a game that passed `skip_reason`."""
+    moves = list(game.mainline_moves())
+    return records_from_game(moves, game.headers["Result"], input_format, white_q=white_q_per_position(game))
+
+
+def convert_games(pgn: PgnFile, input_format: int) -> Iterator[ConvertedGame | SkippedGame]:
+    """Each game of an open PGN file: its records, or why it was skipped."""
+    for number, game in enumerate(read_games(pgn), start=1):
+        skipped = skip_reason(game)
+        if skipped is not None:
+            yield SkippedGame(pgn.path, number, skipped[0], skipped[1], _players(game))
+        else:
+            yield ConvertedGame(pgn.path, number, game_records(game, input_format))
+
+
+def convert_pgn_files(paths: list[str | os.PathLike], input_format: int = 1) -> Iterator[ConvertedGame | SkippedGame]:
+    """Every game of every file, in order (a convenience over open_pgn + convert_games)."""
+    for path in paths:
+        with open_pgn(path) as pgn:
+            yield from convert_games(pgn, input_format)

@@ -1,0 +1,107 @@
+"""`lc0distill data from-pgn`: lc0 training chunks (one per game) from PGN games. Logic in chunks/pgn.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from lc0distill.chunks.pgn import (
+    ConvertedGame,
+    PgnError,
+    SkippedGame,
+    check_input_format,
+    check_pgn_paths,
+    convert_games,
+    next_chunk_index,
+    open_pgn,
+)
+from lc0distill.chunks.writer import GameChunkWriter
+
+MAX_LISTED_SKIPS = 20  # skipped games described one per line on stderr; beyond that only counted
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `from-pgn` to the `data` group's subparsers."""
+    parser = commands.add_parser(
+        "from-pgn", help="supervised training chunks from PGN games (one lc0 V6 chunk per game)",
+        description="Convert PGN games (e.g. CCRL engine games) into lc0 training chunks, one "
+                    "game_NNNNNN.gz per game as lc0 names them: one V6 record per position, policy one-hot "
+                    "on the played move, z from the result, q/d from [%eval] comments where present (from "
+                    "z elsewhere), moves-left from the game's length. Games with illegal moves, an unknown "
+                    "result (*), a non-standard start (FEN header, variant) or no moves are skipped.")
+    parser.add_argument("pgns", nargs="+", metavar="GAMES.pgn",
+                        help="PGN files: .pgn, .pgn.gz or .pgn.zst (told apart by their contents)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the chunks; numbering continues after any game_*.gz already there")
+    # A string, checked in run(): a wrong value is then one line (exit code 2), not argparse's usage text.
+    parser.add_argument("--input-format", default="1", metavar="N",
+                        help="lc0 input format of the planes: 1, 2, 3, 4, 5, 132 or 133 (default: 1)")
+    parser.set_defaults(run=run)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[games]} games, {task.fields[positions]} positions, {task.fields[rate]} positions/s"),
+        TimeRemainingColumn(),
+        console=console, transient=True, disable=not console.is_terminal)
+
+
+def _summary(written: int, positions: int, out: Path, first: int, skipped: Counter) -> str:
+    files = f" (game_{first:06d}.gz to game_{first + written - 1:06d}.gz)" if written else ""
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items(), key=lambda kv: -kv[1]))
+    skips = f"skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else "")
+    return f"wrote {written} games, {positions} positions to {out}{files}; {skips}"
+
+
+def run(args: argparse.Namespace) -> int:
+    input_format = check_input_format(args.input_format)
+    paths = check_pgn_paths(args.pgns)
+    out = Path(args.out)
+    first = next_chunk_index(out)
+    writer = GameChunkWriter(out, first_index=first)
+    console = Console(stderr=True)
+    skipped: Counter[str] = Counter()
+    errors: list[str] = []
+    positions = 0
+    start = time.perf_counter()
+    total_bytes = sum(path.stat().st_size for path in paths)
+    done_bytes = 0
+
+    def note(message: str) -> None:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    with _progress(console) as progress:
+        task = progress.add_task("PGN -> chunks", total=total_bytes or None, games=0, positions=0, rate=0)
+        for path in paths:
+            try:
+                with open_pgn(path) as pgn:
+                    for item in convert_games(pgn, input_format):
+                        if isinstance(item, SkippedGame):
+                            skipped[str(item.reason)] += 1
+                            if sum(skipped.values()) <= MAX_LISTED_SKIPS:
+                                note(f"lc0distill: skipped {item.describe()}")
+                        elif isinstance(item, ConvertedGame):
+                            writer.write_game(item.records)
+                            positions += len(item.records)
+                        rate = positions / max(time.perf_counter() - start, 1e-9)
+                        progress.update(task, completed=done_bytes + pgn.bytes_read,
+                                        games=writer.next_index - first, positions=positions, rate=f"{rate:,.0f}")
+            except PgnError as error:
+                errors.append(str(error))  # the other files are still converted; exit code 2 at the end
+            done_bytes += path.stat().st_size
+            progress.update(task, completed=done_bytes)
+    listed = sum(skipped.values()) - MAX_LISTED_SKIPS
+    if listed > 0:
+        note(f"lc0distill: {listed} more skipped games not listed")
+    for message in errors:
+        note(f"lc0distill: error: {message}")
+    print(_summary(writer.next_index - first, positions, out, first, skipped))
+    sys.stdout.flush()
+    return 2 if errors else 0
