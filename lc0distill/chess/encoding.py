@@ -8,6 +8,7 @@ invariance bits, for every input format lc0 writes (1, 2, 3, 4, 5, 132, 133).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from enum import Enum
 from typing import Iterable, Sequence
 
@@ -62,12 +63,26 @@ class Snapshot:
     def key(self) -> tuple:
         return self.pieces, self.turn, self.castling_rights, self.ep_square
 
+    @cached_property
+    def white_view(self) -> tuple[int, ...]:
+        """The 12 piece bitboards, white's pieces first (as seen with white to move)."""
+        return self.pieces[1] + self.pieces[0]
+
+    @cached_property
+    def black_view(self) -> tuple[int, ...]:
+        """The 12 piece bitboards, black's first, ranks mirrored (as seen with black to move)."""
+        return tuple(chess.flip_vertical(m) for m in self.pieces[0] + self.pieces[1])
+
+
+def _pieces(board: chess.Board) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return tuple(tuple(board.pieces_mask(p, colour) for p in _PIECE_ORDER) for colour in (chess.BLACK, chess.WHITE))
+
 
 def _snapshot(board: chess.Board, repetitions: int) -> Snapshot:
-    pieces = tuple(tuple(board.pieces_mask(p, colour) for p in _PIECE_ORDER) for colour in (chess.BLACK, chess.WHITE))
+    pieces = _pieces(board)
     ep = board.ep_square if board.has_pseudo_legal_en_passant() else None
     return Snapshot(pieces, board.turn, board.castling_rights, ep, board.halfmove_clock, repetitions,
-                    board.board_fen() == chess.STARTING_BOARD_FEN and board.turn == chess.WHITE
+                    pieces == _STANDARD_START_PIECES and board.turn == chess.WHITE
                     and board.castling_rights == chess.BB_CORNERS and ep is None)
 
 
@@ -86,6 +101,9 @@ def _repetitions(history: Sequence[Snapshot], current: Snapshot) -> int:
 def _same_side(history: Sequence[Snapshot]) -> Iterable[Snapshot]:
     """history[-2], history[-4], ...: the earlier positions with the same side to move as the next one."""
     return (history[i] for i in range(len(history) - 2, -1, -2))
+
+
+_STANDARD_START_PIECES = _pieces(chess.Board())
 
 
 class GameHistory:
@@ -133,13 +151,9 @@ class EncodedPosition:
         return reverse_bits_in_bytes_array(self.planes)
 
 
-def _perspective_planes(snap: Snapshot, us: bool) -> list[int]:
+def _perspective_planes(snap: Snapshot, us: bool) -> tuple[int, ...]:
     """12 piece bitboards (ours then theirs) of `snap`, seen from colour `us` (mirrored if black)."""
-    ours, theirs = snap.pieces[int(us)], snap.pieces[int(not us)]
-    masks = list(ours) + list(theirs)
-    if us == chess.BLACK:
-        masks = [chess.flip_vertical(m) for m in masks]
-    return masks
+    return snap.white_view if us == chess.WHITE else snap.black_view
 
 
 def _undo_double_push(masks: list[int], snap: Snapshot, us: bool) -> list[int]:
