@@ -19,6 +19,8 @@ import os
 import re
 import zlib
 from contextlib import contextmanager
+from collections import deque
+from multiprocessing.pool import AsyncResult, Pool
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +35,7 @@ import zstandard
 
 from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 from lc0distill.chunks.build import RESULT_SCORES, records_from_game
+from lc0distill.chunks.writer import chunk_payload, gzip_like_lc0
 from lc0distill.errors import Lc0DistillError
 
 # lc0 reports a centipawn score as cp = 90 * tan(1.5637541897 * q); PGN evals go the other way.
@@ -78,7 +81,8 @@ class SkippedGame:
 class ConvertedGame:
     path: str
     number: int
-    records: np.ndarray  # (plies,) RECORD_DTYPE, one per position before each move
+    positions: int  # records in the chunk: one per position before each move
+    chunk: bytes  # the game's chunk file, gzip-compressed as lc0 writes it
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -281,14 +285,66 @@ def game_records(game: chess.pgn.Game, input_format: int) -> np.ndarray:
     return records_from_game(moves, game.headers["Result"], input_format, white_q=white_q_per_position(game))
 
 
-def convert_games(pgn: PgnFile, input_format: int) -> Iterator[ConvertedGame | SkippedGame]:
-    """Each game of an open PGN file: its records, or why it was skipped."""
+@dataclass(frozen=True)
+class _GameJob:
+    """What a worker needs to encode one game: plain data, cheap to send between processes."""
+
+    path: str
+    number: int
+    moves: list[str]
+    result: str
+    white_q: list[float | None] | None
+    input_format: int
+
+
+def _encode_job(job: _GameJob) -> ConvertedGame:
+    records = records_from_game([chess.Move.from_uci(m) for m in job.moves], job.result, job.input_format,
+                                white_q=job.white_q)
+    return ConvertedGame(job.path, job.number, len(records), gzip_like_lc0(chunk_payload(records)))
+
+
+def _jobs(pgn: PgnFile, input_format: int) -> Iterator[_GameJob | SkippedGame]:
     for number, game in enumerate(read_games(pgn), start=1):
         skipped = skip_reason(game)
         if skipped is not None:
             yield SkippedGame(pgn.path, number, skipped[0], skipped[1], _players(game))
         else:
-            yield ConvertedGame(pgn.path, number, game_records(game, input_format))
+            yield _GameJob(pgn.path, number, [m.uci() for m in game.mainline_moves()], game.headers["Result"],
+                           white_q_per_position(game), input_format)
+
+
+def _convert(item: _GameJob | SkippedGame) -> ConvertedGame | SkippedGame:
+    return _encode_job(item) if isinstance(item, _GameJob) else item
+
+
+def convert_games(pgn: PgnFile, input_format: int, pool: Pool | None = None) -> Iterator[ConvertedGame | SkippedGame]:
+    """Each game of an open PGN file, in file order: its chunk, or why it was skipped.
+
+    With a process pool, games are encoded and compressed in the pool while this process parses the PGN.
+    """
+    if pool is None:
+        yield from map(_convert, _jobs(pgn, input_format))
+        return
+    # Parsing stays in this thread (Pool.imap would hang if reading the file raised); a bounded window of
+    # games is encoded in the pool, and games parsed before an error are still delivered before it.
+    window = 8 * pool._processes  # type: ignore[attr-defined]
+    pending: deque = deque()
+    error: Lc0DistillError | None = None
+    try:
+        for item in _jobs(pgn, input_format):
+            pending.append(pool.apply_async(_encode_job, (item,)) if isinstance(item, _GameJob) else item)
+            while len(pending) > window:
+                yield _finished(pending.popleft())
+    except Lc0DistillError as reading_error:
+        error = reading_error
+    while pending:
+        yield _finished(pending.popleft())
+    if error is not None:
+        raise error
+
+
+def _finished(item: AsyncResult | SkippedGame) -> ConvertedGame | SkippedGame:
+    return item.get() if isinstance(item, AsyncResult) else item
 
 
 def convert_pgn_files(paths: list[str | os.PathLike], input_format: int = 1) -> Iterator[ConvertedGame | SkippedGame]:

@@ -64,7 +64,11 @@ class GameChunkWriter:
         self.next_index = first_index
 
     def write_game(self, records: np.ndarray) -> Path:
+        return self.write_compressed(gzip_like_lc0(chunk_payload(records, self.version)))
+
+    def write_compressed(self, chunk: bytes) -> Path:
+        """Write an already gzip-compressed chunk as the next game file."""
         path = self.folder / f"game_{self.next_index:06d}.gz"
-        write_chunk(path, records, self.version)
+        write_atomic(path, chunk)
         self.next_index += 1
         return path

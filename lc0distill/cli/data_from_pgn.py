@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
+from multiprocessing import Pool
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +25,7 @@ from lc0distill.chunks.pgn import (
     open_pgn,
 )
 from lc0distill.chunks.writer import GameChunkWriter
+from lc0distill.errors import Lc0DistillError
 
 MAX_LISTED_SKIPS = 20  # skipped games described one per line on stderr; beyond that only counted
 
@@ -42,6 +46,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     # A string, checked in run(): a wrong value is then one line (exit code 2), not argparse's usage text.
     parser.add_argument("--input-format", default="1", metavar="N",
                         help="lc0 input format of the planes: 1, 2, 3, 4, 5, 132 or 133 (default: 1)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="processes encoding and compressing games (default: all %(default)s cores)")
     parser.set_defaults(run=run)
 
 
@@ -77,19 +83,21 @@ def run(args: argparse.Namespace) -> int:
     def note(message: str) -> None:
         console.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    with _progress(console) as progress:
+    if args.jobs < 1:
+        raise Lc0DistillError(f"--jobs must be at least 1, got {args.jobs}")
+    with _progress(console) as progress, (Pool(args.jobs) if args.jobs > 1 else nullcontext()) as pool:
         task = progress.add_task("PGN -> chunks", total=total_bytes or None, games=0, positions=0, rate=0)
         for path in paths:
             try:
                 with open_pgn(path) as pgn:
-                    for item in convert_games(pgn, input_format):
+                    for item in convert_games(pgn, input_format, pool):
                         if isinstance(item, SkippedGame):
                             skipped[str(item.reason)] += 1
                             if sum(skipped.values()) <= MAX_LISTED_SKIPS:
                                 note(f"lc0distill: skipped {item.describe()}")
                         elif isinstance(item, ConvertedGame):
-                            writer.write_game(item.records)
-                            positions += len(item.records)
+                            writer.write_compressed(item.chunk)
+                            positions += item.positions
                         rate = positions / max(time.perf_counter() - start, 1e-9)
                         progress.update(task, completed=done_bytes + pgn.bytes_read,
                                         games=writer.next_index - first, positions=positions, rate=f"{rate:,.0f}")

@@ -374,3 +374,14 @@ def test_corrupt_compressed_file_is_reported_and_others_converted(tmp_path, caps
     captured = capsys.readouterr()
     assert re.search(rf"error: {re.escape(str(bad))}: ", captured.err)
     assert len(_chunks(out)) >= 2
+
+
+def test_parallel_jobs_write_the_same_files_in_the_same_order(tmp_path, capsys, feature_games):
+    (tmp_path / "g.pgn").write_text(_pgn_text(feature_games + [([], "1-0")], {1: {3: "[%eval -1.5]"}}))
+    outputs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out-{jobs}"
+        assert _from_pgn([str(tmp_path / "g.pgn"), "--out", str(out), "--jobs", jobs]) == 0
+        outputs[jobs] = [(p.name, p.read_bytes()) for p in _chunks(out)]
+    assert len(outputs["1"]) == len(feature_games) and outputs["1"] == outputs["2"]
+    assert "no moves" in capsys.readouterr().out
