@@ -6,6 +6,7 @@ can read any chunk by themselves; `.tar` members are read in place with one seek
 
 from __future__ import annotations
 
+import glob
 import os
 import tarfile
 from dataclasses import dataclass
@@ -89,13 +90,13 @@ def _is_compressed(path: str) -> bool:
 
 def find_chunks(paths: Iterable[str | os.PathLike],
                 on_error: Callable[[ChunkError], None] | None = None) -> Iterator[ChunkSource]:
-    """Chunk sources for files, directories (recursive, sorted) and tar archives, in a stable order.
+    """Chunk sources for files, directories (recursive, sorted), tar archives, glob patterns (`data/*.gz`,
+    `runs/**/*.tar`) and `@list.txt` files naming one path or pattern per line, in a stable order.
 
     A missing path or unreadable archive raises ChunkError, or, with `on_error`, is passed to it and
     costs only itself: the other files of a directory are still found.
     """
-    for given in paths:
-        path = Path(given)
+    for path in _expand_patterns(paths, on_error):
         if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs.sort()
@@ -107,15 +108,43 @@ def find_chunks(paths: Iterable[str | os.PathLike],
             yield from _sources_or_error(path, on_error)
 
 
+def _expand_patterns(paths: Iterable[str | os.PathLike],
+                     on_error: Callable[[ChunkError], None] | None) -> Iterator[Path]:
+    """Paths as given, glob patterns expanded (sorted), and `@list.txt` files read (one path per line)."""
+    for given in paths:
+        text = str(given)
+        if text.startswith("@") and not Path(text).exists():
+            listed = Path(text[1:])
+            try:
+                lines = listed.read_text().splitlines()
+            except OSError as error:
+                _report(ChunkError(str(listed), f"cannot read the list of chunks: {error.strerror or error}"), on_error)
+                continue
+            # Relative entries are relative to the list file, so a list can travel with its data.
+            yield from _expand_patterns([str(listed.parent / line.strip()) for line in lines
+                                         if line.strip() and not line.startswith("#")], on_error)
+        elif not Path(text).exists() and glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                _report(ChunkError(text, "no file matches this pattern"), on_error)
+            yield from map(Path, matches)
+        else:
+            yield Path(text)
+
+
+def _report(error: ChunkError, on_error: Callable[[ChunkError], None] | None) -> None:
+    if on_error is None:
+        raise error
+    on_error(error)
+
+
 def _sources_or_error(path: Path, on_error: Callable[[ChunkError], None] | None) -> list[ChunkSource]:
     try:
         if not path.exists():
             raise ChunkError(str(path), "no such file or directory")
         return list(_sources_of_file(path))
     except ChunkError as error:
-        if on_error is None:
-            raise
-        on_error(error)
+        _report(error, on_error)
         return []
 
 

@@ -423,3 +423,18 @@ def test_two_concatenated_games(tmp_path, capsys, v6_raw):
     code, out, err = run_inspect(capsys, path)
     assert (code, err) == (0, "")
     assert f"{len(chunk.records)} records" in out
+
+
+def test_globs_and_list_files(tmp_path, lc0_data):
+    from lc0distill.chunks.sources import find_chunks
+
+    pattern = str(lc0_data / "v6-fmt[23]-*" / "game_00000[02].gz")
+    found = [s.name for s in find_chunks([pattern])]
+    assert len(found) == 4 and all("fmt2" in n or "fmt3" in n for n in found)
+    listing = tmp_path / "chunks.txt"
+    listing.write_text(f"# two games and a folder\n{lc0_data / 'v4-maia1100' / 'game_000000.gz'}\n\n"
+                       f"{lc0_data / 'v5-maia1100'}\n")
+    assert len(list(find_chunks([f"@{listing}"]))) == 5
+    errors = []
+    assert list(find_chunks([str(tmp_path / "*.gz"), "@/no/list.txt"], on_error=errors.append)) == []
+    assert len(errors) == 2 and "no file matches" in str(errors[0]) and "/no/list.txt" in str(errors[1])
