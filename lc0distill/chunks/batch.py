@@ -92,13 +92,14 @@ def _to_tensors(packed: np.ndarray, device: torch.device) -> dict[str, torch.Ten
 
 
 def _dense_policy(t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1858) policy and legal mask from the sparse lists; unused slots land in a spare column 1858."""
     batch, device = t["policy_count"].shape[0], t["policy_count"].device
     valid = torch.arange(MAX_LEGAL_MOVES, device=device).unsqueeze(0) < t["policy_count"].unsqueeze(1)
-    index = torch.where(valid, t["policy_index"], 0)
-    policy = torch.zeros(batch, POLICY_SIZE, device=device).scatter_add_(1, index, t["policy_value"] * valid)
-    legal = torch.zeros(batch, POLICY_SIZE, device=device).scatter_add_(1, index, valid.float()) > 0
-    legal |= ((t["flags"] & FLAG_ALL_LEGAL) != 0).unsqueeze(1)
-    return policy, legal
+    index = torch.where(valid, t["policy_index"], POLICY_SIZE)  # a row's valid indices are distinct
+    policy = torch.zeros(batch, POLICY_SIZE + 1, device=device).scatter_(1, index, t["policy_value"])
+    legal = torch.zeros(batch, POLICY_SIZE + 1, dtype=torch.bool, device=device).scatter_(1, index, True)
+    legal[:, :POLICY_SIZE] |= ((t["flags"] & FLAG_ALL_LEGAL) != 0).unsqueeze(1)
+    return policy[:, :POLICY_SIZE], legal[:, :POLICY_SIZE]
 
 
 def make_batch(packed: np.ndarray, device: torch.device | str = "cpu", q_source: QSource = QSource.BEST,
