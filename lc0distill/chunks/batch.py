@@ -102,18 +102,33 @@ def _dense_policy(t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
     return policy[:, :POLICY_SIZE], legal[:, :POLICY_SIZE]
 
 
+def _dense_policy_numpy(packed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU path of _dense_policy: one flat scatter in numpy (faster than torch's on the CPU)."""
+    count = len(packed)
+    valid = np.arange(MAX_LEGAL_MOVES) < packed["policy_count"][:, None]
+    flat = (np.arange(count, dtype=np.intp)[:, None] * POLICY_SIZE + packed["policy_index"])[valid]
+    policy = np.zeros(count * POLICY_SIZE, np.float32)
+    policy[flat] = packed["policy_value"][valid]
+    legal = np.zeros(count * POLICY_SIZE, bool)
+    legal[flat] = True
+    legal = legal.reshape(count, POLICY_SIZE)
+    legal[(packed["flags"] & FLAG_ALL_LEGAL) != 0] = True
+    return torch.from_numpy(policy.reshape(count, POLICY_SIZE)), torch.from_numpy(legal)
+
+
 def make_batch(packed: np.ndarray, device: torch.device | str = "cpu", q_source: QSource = QSource.BEST,
                rule50: Rule50Scale = Rule50Scale.ENGINE) -> Batch:
     """A Batch from (B,) POSITION_DTYPE positions, expanded on `device`."""
     device = torch.device(device)
     t = _to_tensors(packed, device)
-    if device.type == "cpu":  # numpy's unpackbits is the fastest CPU path
+    if device.type == "cpu":  # numpy's unpackbits and flat scatter are the fastest CPU paths
         planes = torch.from_numpy(expand_planes(PackedPlanes(
             packed["planes"], packed["castling"], packed["side_to_move_or_enpassant"], packed["rule50_count"],
             packed["invariance_info"], packed["input_format"].astype(np.uint32)), rule50))
+        policy, legal = _dense_policy_numpy(packed)
     else:
         planes = expand_planes_torch(t, rule50)
-    policy, legal = _dense_policy(t)
+        policy, legal = _dense_policy(t)
     source = QSource(q_source).value
     return Batch(
         planes=planes, policy=policy, legal=legal,

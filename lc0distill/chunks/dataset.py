@@ -48,10 +48,15 @@ class StreamSpec:
 
 
 class ShuffleBuffer:
-    """Fixed slots; a new position replaces a random resident, which is emitted (after the buffer fills)."""
+    """Fixed slots; a new position replaces a random resident, which is emitted (after the buffer fills).
+
+    Slots are moved as raw byte rows (`take` and row assignment), several times faster than fancy
+    indexing on the structured dtype.
+    """
 
     def __init__(self, capacity: int, rng: np.random.Generator):
         self.data = np.empty(capacity, dtype=POSITION_DTYPE)
+        self.rows = self.data.view(np.uint8).reshape(capacity, POSITION_DTYPE.itemsize)
         self.size = 0
         self.rng = rng
 
@@ -67,15 +72,23 @@ class ShuffleBuffer:
         while len(items):
             count = min(len(items), capacity)
             slots = self.rng.choice(capacity, size=count, replace=False)
-            emitted.append(self.data[slots])  # fancy indexing copies
-            self.data[slots] = items[:count]
+            emitted.append(_positions(self.rows.take(slots, axis=0)))
+            self.rows[slots] = _rows(items[:count])
             items = items[count:]
-        return np.concatenate(emitted) if emitted else items
+        return np.concatenate(emitted) if len(emitted) > 1 else (emitted[0] if emitted else items)
 
     def drain(self) -> np.ndarray:
-        out = self.data[self.rng.permutation(self.size)]
+        out = _positions(self.rows.take(self.rng.permutation(self.size), axis=0))
         self.size = 0
         return out
+
+
+def _rows(positions: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(positions).view(np.uint8).reshape(len(positions), POSITION_DTYPE.itemsize)
+
+
+def _positions(rows: np.ndarray) -> np.ndarray:
+    return rows.view(POSITION_DTYPE).reshape(len(rows))
 
 
 def shard_order(spec: StreamSpec, pass_index: int, shard: int, shards: int) -> list[ChunkSource]:
@@ -98,10 +111,23 @@ class _Emitter:
             self.pending.append(items)
             self.pending_count += len(items)
         while self.pending_count >= self.batch_size:
-            joined = np.concatenate(self.pending)
-            yield self._payload(joined[: self.batch_size])
-            rest = joined[self.batch_size :]
-            self.pending, self.pending_count = ([rest] if len(rest) else []), len(rest)
+            yield self._payload(self._take(self.batch_size))
+
+    def _take(self, count: int) -> np.ndarray:
+        """The first `count` pending positions; only the pieces used are copied, never the rest."""
+        parts = []
+        while count:
+            head = self.pending[0]
+            if len(head) <= count:
+                parts.append(self.pending.pop(0))
+                count -= len(head)
+            else:
+                parts.append(head[:count])
+                self.pending[0] = head[count:]
+                count = 0
+        batch = np.concatenate(parts)
+        self.pending_count -= len(batch)
+        return batch
 
     def finish(self, drop_last: bool) -> Iterator[tuple[torch.Tensor, list[str]]]:
         rest = np.concatenate(self.pending) if self.pending else np.empty(0, POSITION_DTYPE)

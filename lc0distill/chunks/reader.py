@@ -7,7 +7,6 @@ Upgrades follow lc0's reader (FORMATS.md §1.4.3). Illegal-move markers are kept
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,11 @@ from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 from lc0distill.chunks.layouts import NO_MOVE, RECORD_DTYPE, RECORD_SIZES
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.errors import ChunkError
+
+try:  # zlib-ng inflates the same streams about 5x faster than zlib; writing stays with zlib (lc0's bytes)
+    from zlib_ng import zlib_ng as inflater
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; the standard library still works
+    import zlib as inflater
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -39,14 +43,14 @@ def inflate(data: bytes, name: str) -> bytes:
         return data
     parts = []
     while data:
-        inflater = zlib.decompressobj(wbits=31)
+        stream = inflater.decompressobj(wbits=31)
         try:
-            parts.append(inflater.decompress(data))
-        except zlib.error as error:
+            parts.append(stream.decompress(data))
+        except inflater.error as error:
             raise ChunkError(name, f"corrupt gzip stream ({error})") from None
-        if not inflater.eof:
+        if not stream.eof:
             raise ChunkError(name, "truncated gzip stream (the file ends before the gzip trailer)")
-        data = inflater.unused_data
+        data = stream.unused_data
         if data and not data.startswith(GZIP_MAGIC):
             raise ChunkError(name, "bytes after the end of the gzip stream are not gzip data")
     return parts[0] if len(parts) == 1 else b"".join(parts)

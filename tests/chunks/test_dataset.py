@@ -198,3 +198,13 @@ def test_data_config_rejects_unknown_keys_and_builds_loaders(lc0_data):
     assert len(train) + len(test) == 46 and test
     batch = next(iter(make_loader(config, train, passes=1, sample_rate=1)))
     assert len(batch) == 200
+
+
+def test_torch_policy_path_equals_numpy_path(all_records):
+    """The device path (scatter in torch, used on GPUs) builds the same policy and mask as the CPU path."""
+    from lc0distill.chunks.batch import _dense_policy, _dense_policy_numpy
+
+    packed = pack_records(all_records[:500])
+    policy, legal = _dense_policy(_to_tensors(packed, torch.device("cpu")))
+    reference_policy, reference_legal = _dense_policy_numpy(packed)
+    assert torch.equal(policy, reference_policy) and torch.equal(legal, reference_legal)
