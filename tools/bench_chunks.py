@@ -25,15 +25,11 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import io
 import platform
 import pstats
 import sys
-import time
-import zlib
 from collections import Counter
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -42,61 +38,15 @@ from lc0distill.chess.expand import INPUT_PLANES, PackedPlanes, expand_planes
 from lc0distill.chunks import reader
 from lc0distill.chunks.reader import inflate, parse_chunk
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "lc0-selfplay-maia1900"
-GZIP_MAGIC = b"\x1f\x8b"
+from benchlib import (VERDICT, Blob, add_paths_argument, best_time, check_repeat_and_batch_size, data_paths,
+                      describe_files, find_chunk_files, format_table, load_blobs, run_inflate)
+
+PROG = "bench_chunks"
 PARSE_AIM = 0.85  # parse rate / inflate rate
 EXPAND_AIM = 1.0  # expand rate (with out=) / inflate rate, must be exceeded
 
-Blob = tuple[str, bytes]  # (file name, file bytes)
-
-
-def find_chunk_files(paths: list[Path]) -> list[Path]:
-    """Every .gz file named or found (recursively) under a named directory, sorted, no duplicates."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.gz") if p.is_file()))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SystemExit(f"bench_chunks: no such file or directory: {path}")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    if not unique:
-        raise SystemExit(f"bench_chunks: no .gz chunk files under {', '.join(map(str, paths))}")
-    return unique
-
-
-def load_blobs(files: list[Path]) -> list[Blob]:
-    return [(str(path), path.read_bytes()) for path in files]
-
-
-def zlib_inflate(data: bytes) -> bytes:
-    """Plain zlib: decompress every gzip member of `data` (no validation beyond what zlib does)."""
-    inflater = zlib.decompressobj(wbits=31)
-    out = inflater.decompress(data)
-    rest = inflater.unused_data
-    if not rest.startswith(GZIP_MAGIC):
-        return out
-    parts = [out]
-    while rest.startswith(GZIP_MAGIC):
-        inflater = zlib.decompressobj(wbits=31)
-        parts.append(inflater.decompress(rest))
-        rest = inflater.unused_data
-    return b"".join(parts)
-
 
 # --- the three workloads; each returns a number that is checked against the preparation pass ---
-
-def run_inflate(blobs: list[Blob], keep: list | None) -> int:
-    total = 0
-    for _, data in blobs:
-        raw = zlib_inflate(data)
-        total += len(raw)
-        if keep is not None:
-            keep.append(raw)
-    return total
-
 
 def run_reader_inflate(blobs: list[Blob], keep: list | None) -> int:
     """lc0distill's own inflate (zlib-ng when installed) without parsing: the parse step's true baseline."""
@@ -129,28 +79,6 @@ def run_expand(records: np.ndarray, batch_size: int, out: np.ndarray | None) -> 
     return count
 
 
-def best_time(work: Callable[[], int], repeat: int, expected: int, what: str, keep: list | None = None) -> float:
-    """Best wall time of `repeat` runs of work(); garbage collection is off while timing."""
-    best = float("inf")
-    for _ in range(repeat):
-        if keep is not None:
-            keep.clear()
-        gc.collect()
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            result = work()
-            elapsed = time.perf_counter() - start
-        finally:
-            gc.enable()
-        if result != expected:
-            raise SystemExit(f"bench_chunks: {what} produced {result}, expected {expected}")
-        best = min(best, elapsed)
-    if keep is not None:
-        keep.clear()
-    return best
-
-
 def profile(label: str, work: Callable[[], object], top: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -164,23 +92,11 @@ def profile(label: str, work: Callable[[], object], top: int) -> None:
     print("\n".join(line for line in lines[start:] if line.strip()))
 
 
-def format_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark lc0 chunk reading: plain gzip inflate, inflate+parse_chunk, and "
                     "expand_planes into the (B,112,8,8) float tensor, on the same files in one run.")
-    parser.add_argument("paths", nargs="*", type=Path,
-                        help=f"chunk files or directories searched recursively for *.gz (default: {DEFAULT_DATA})")
+    add_paths_argument(parser)
     parser.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per figure, best taken (default 3)")
     parser.add_argument("--batch-size", type=int, default=1024, metavar="B",
                         help="records per expand_planes call (default 1024)")
@@ -190,12 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also print a short cProfile of parse and expand")
     parser.add_argument("--profile-top", type=int, default=12, metavar="K", help="profile lines shown (default 12)")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    check_repeat_and_batch_size(parser, args)
 
-    files = find_chunk_files(args.paths or [DEFAULT_DATA])
+    files = find_chunk_files(data_paths(args.paths), PROG)
     blobs = load_blobs(files)
     compressed = sum(len(data) for _, data in blobs)
 
@@ -211,19 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     del parsed
     n_records = len(records)
     if n_records == 0:
-        raise SystemExit("bench_chunks: the files hold no records")
+        raise SystemExit(f"{PROG}: the files hold no records")
     batch = min(args.batch_size, n_records)
     n_batches = -(-n_records // batch)
     formats = Counter(int(f) for f in records["input_format"])
 
     keep: list | None = [] if args.keep else None
-    t_inflate = best_time(lambda: run_inflate(blobs, keep), args.repeat, raw_bytes, "inflate", keep)
-    t_reader_inflate = best_time(lambda: run_reader_inflate(blobs, keep), args.repeat, raw_bytes, "reader inflate", keep)
-    t_parse = best_time(lambda: run_parse(blobs, keep), args.repeat, n_records, "parse", keep)
+    t_inflate = best_time(lambda: run_inflate(blobs, keep), args.repeat, raw_bytes, "inflate", PROG, keep)
+    t_reader_inflate = best_time(lambda: run_reader_inflate(blobs, keep), args.repeat, raw_bytes, "reader inflate",
+                                 PROG, keep)
+    t_parse = best_time(lambda: run_parse(blobs, keep), args.repeat, n_records, "parse", PROG, keep)
     out = np.empty((batch, INPUT_PLANES, 8, 8), dtype=np.float32)
     out.fill(0.0)  # touch the pages now so first-touch faults are not measured either
-    t_expand = best_time(lambda: run_expand(records, batch, out), args.repeat, n_records, "expand (out=)")
-    t_expand_alloc = best_time(lambda: run_expand(records, batch, None), args.repeat, n_records, "expand")
+    t_expand = best_time(lambda: run_expand(records, batch, out), args.repeat, n_records, "expand (out=)", PROG)
+    t_expand_alloc = best_time(lambda: run_expand(records, batch, None), args.repeat, n_records, "expand", PROG)
 
     rate_inflate = n_records / t_inflate
     mb = 1e6
@@ -241,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     row("(b) expand_planes, out=", t_expand, tensor_bytes, "float32")
     row("(b) expand_planes, no out=", t_expand_alloc, tensor_bytes, "float32")
 
-    print(f"files: {len(files)} from {', '.join(str(p) for p in (args.paths or [DEFAULT_DATA]))}")
+    print(describe_files(files, args.paths))
     print(f"records: {n_records:,}  versions: {dict(sorted(versions.items()))}  "
           f"input formats: {dict(sorted(formats.items()))}")
     print(f"bytes: {compressed / mb:.1f} MB gzip -> {raw_bytes / mb:.1f} MB inflated "
@@ -256,11 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parse_ratio = t_inflate / t_parse
     expand_ratio = t_inflate / t_expand
-    verdict = {True: "MET", False: "NOT MET"}
-    print(f"aim (a) parse >= {PARSE_AIM:.2f} x inflate:  {parse_ratio:.2f}  -> {verdict[parse_ratio >= PARSE_AIM]}")
+    print(f"aim (a) parse >= {PARSE_AIM:.2f} x inflate:  {parse_ratio:.2f}  -> {VERDICT[parse_ratio >= PARSE_AIM]}")
     print(f"       parse vs the reader's own inflate (same inflater): {t_reader_inflate / t_parse:.2f}")
     print(f"aim (b) expand (out=) > {EXPAND_AIM:.2f} x inflate:  {expand_ratio:.2f}  -> "
-          f"{verdict[expand_ratio > EXPAND_AIM]}")
+          f"{VERDICT[expand_ratio > EXPAND_AIM]}")
 
     if args.profile:
         profile("inflate + parse_chunk, all files", lambda: run_parse(blobs, None), args.profile_top)

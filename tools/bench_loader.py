@@ -47,7 +47,6 @@ import resource
 import subprocess
 import sys
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,81 +61,13 @@ from lc0distill.chunks.packed import POSITION_DTYPE, pack_records
 from lc0distill.chunks.reader import inflate, parse_chunk
 from lc0distill.chunks.sources import ChunkSource
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "lc0-selfplay-maia1900"
-GZIP_MAGIC = b"\x1f\x8b"
+from benchlib import (VERDICT, add_paths_argument, best_time, check_repeat_and_batch_size, data_paths,
+                      describe_files, find_chunk_files, format_table, load_blobs, run_inflate)
+
+PROG = "bench_loader"
 ONE_WORKER_AIM = 0.75  # 1-worker model-ready rate / inflate rate
 TWO_WORKER_AIM = 1.7  # 2-worker rate / 1-worker rate
 BUFFERS_PER_RUN = 4  # each loader run streams at least this many shuffle buffers' worth of positions
-
-Blob = tuple[str, bytes]  # (file name, file bytes)
-
-
-def find_chunk_files(paths: list[Path]) -> list[Path]:
-    """Every .gz file named or found (recursively) under a named directory, sorted, no duplicates."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.gz") if p.is_file()))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SystemExit(f"bench_loader: no such file or directory: {path}")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    if not unique:
-        raise SystemExit(f"bench_loader: no .gz chunk files under {', '.join(map(str, paths))}")
-    return unique
-
-
-def zlib_inflate(data: bytes) -> bytes:
-    """Plain zlib: decompress every gzip member of `data` (no validation beyond what zlib does)."""
-    inflater = zlib.decompressobj(wbits=31)
-    out = inflater.decompress(data)
-    rest = inflater.unused_data
-    if not rest.startswith(GZIP_MAGIC):
-        return out
-    parts = [out]
-    while rest.startswith(GZIP_MAGIC):
-        inflater = zlib.decompressobj(wbits=31)
-        parts.append(inflater.decompress(rest))
-        rest = inflater.unused_data
-    return b"".join(parts)
-
-
-def run_inflate(blobs: list[Blob]) -> int:
-    total = 0
-    for _, data in blobs:
-        total += len(zlib_inflate(data))  # each output dropped before the next, as a streaming loader would
-    return total
-
-
-def best_time(work: Callable[[], int], repeat: int, expected: int, what: str) -> float:
-    """Best wall time of `repeat` runs of work(); garbage collection is off while timing."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            result = work()
-            elapsed = time.perf_counter() - start
-        finally:
-            gc.enable()
-        if result != expected:
-            raise SystemExit(f"bench_loader: {what} produced {result}, expected {expected}")
-        best = min(best, elapsed)
-    return best
-
-
-def format_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # --- loader runs ---
@@ -403,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark the streaming loader (BatchLoader -> model-ready Batch objects on the CPU) "
                     "against plain gzip inflate, on the same files in one run; plus peak memory of a 1M buffer.")
-    parser.add_argument("paths", nargs="*", type=Path,
-                        help=f"chunk files or directories searched recursively for *.gz (default: {DEFAULT_DATA})")
+    add_paths_argument(parser)
     parser.add_argument("--repeat", type=int, default=2, metavar="N",
                         help="runs per figure, best taken (default 2; the inflate figure uses at least 3)")
     parser.add_argument("--batch-size", type=int, default=1024, metavar="B", help="positions per batch (default 1024)")
@@ -430,10 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also print the per-stage breakdown (us/position)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    check_repeat_and_batch_size(parser, args)
     if args.copies is not None and args.copies < 1:
         parser.error("--copies must be at least 1")
     try:
@@ -443,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if not worker_counts or min(worker_counts) < 0:
         parser.error("--workers takes counts >= 0")
 
-    files = find_chunk_files(args.paths or [DEFAULT_DATA])
+    files = find_chunk_files(data_paths(args.paths), PROG)
     if args.memory_child:
         print(json.dumps(memory_child([str(f) for f in files], args.batch_size, args.memory_buffer,
                                       args.memory_batches)))
@@ -454,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = tuple(ChunkSource(str(f)) for f in files)
 
     # 1. Plain inflate from memory (the yardstick). Preparation also counts the records (untimed).
-    blobs = [(str(path), path.read_bytes()) for path in files]
+    blobs = load_blobs(files)
     compressed = sum(len(data) for _, data in blobs)
     raw_bytes = run_inflate(blobs)
     versions: Counter[int] = Counter()
@@ -463,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         versions[version] += len(records)
     n_records = sum(versions.values())
     if n_records == 0:
-        raise SystemExit("bench_loader: the files hold no records")
-    t_inflate = best_time(lambda: run_inflate(blobs), max(3, args.repeat), raw_bytes, "inflate")
+        raise SystemExit(f"{PROG}: the files hold no records")
+    t_inflate = best_time(lambda: run_inflate(blobs), max(3, args.repeat), raw_bytes, "inflate", PROG)
     rate_inflate = n_records / t_inflate
 
     # Warm-up: one in-process pass over every file through the loader (page cache, code paths, an estimate).
@@ -493,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = measure_memory(files, args.batch_size, args.memory_buffer, args.memory_batches)
 
     mb = 1e6
-    print(f"files: {len(files)} from {', '.join(str(p) for p in (args.paths or [DEFAULT_DATA]))}")
+    print(describe_files(files, args.paths))
     print(f"records: {n_records:,}  versions: {dict(sorted(versions.items()))}  "
           f"bytes: {compressed / mb:.1f} MB gzip -> {raw_bytes / mb:.1f} MB inflated")
     print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
@@ -521,7 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"warning: {bad} bad chunks were skipped in the loader runs")
 
-    verdict = {True: "MET", False: "NOT MET"}
     one, two = results.get((1, True)), results.get((2, True))
     print()
     if any(run.capped for _, run in results.values()):
@@ -530,11 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     if one:
         ratio = one[1].rate / rate_inflate
         print(f"aim 1: one worker >= {ONE_WORKER_AIM:.2f} x inflate rate:  {ratio:.2f} "
-              f"({one[1].rate:,.0f} vs {rate_inflate:,.0f} positions/s)  -> {verdict[ratio >= ONE_WORKER_AIM]}")
+              f"({one[1].rate:,.0f} vs {rate_inflate:,.0f} positions/s)  -> {VERDICT[ratio >= ONE_WORKER_AIM]}")
     if one and two:
         speedup = two[1].rate / one[1].rate
         print(f"aim 2: two workers >= {TWO_WORKER_AIM:.1f} x one worker:  {speedup:.2f}  -> "
-              f"{verdict[speedup >= TWO_WORKER_AIM]}")
+              f"{VERDICT[speedup >= TWO_WORKER_AIM]}")
         p1, p2 = results.get((1, False)), results.get((2, False))
         if p1 and p2:
             print(f"       (packed only, no expansion in the main process: two / one = {p2[1].rate / p1[1].rate:.2f})")
