@@ -1,0 +1,46 @@
+"""lc0distill's own net files (.pt): the NetConfig and the weights, enough to rebuild the net anywhere.
+
+Training checkpoints (issue 5) hold these same two keys next to the optimizer, schedules and RNG states,
+so any checkpoint is also a net file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from lc0distill.errors import Lc0DistillError
+from lc0distill.models.config import NetConfig
+from lc0distill.models.net import SEResNet
+
+NET_FILE_FORMAT = "lc0distill-net"
+NET_FILE_VERSION = 1
+
+
+def net_state(model: SEResNet) -> dict:
+    return {"format": NET_FILE_FORMAT, "version": NET_FILE_VERSION,
+            "net_config": model.config.model_dump(mode="json"), "model": model.state_dict()}
+
+
+def save_model(model: SEResNet, path: str | os.PathLike) -> None:
+    """Write the net atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(net_state(model), temporary)
+    os.replace(temporary, path)
+
+
+def load_model(path: str | os.PathLike) -> SEResNet:
+    """A net from an lc0distill net file or training checkpoint, in eval mode."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise Lc0DistillError(f"{path}: not a readable lc0distill net or checkpoint ({error})") from None
+    if not isinstance(state, dict) or "net_config" not in state or "model" not in state:
+        raise Lc0DistillError(f"{path}: not an lc0distill net or checkpoint (no net_config and model)")
+    model = SEResNet(NetConfig.model_validate(state["net_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
