@@ -47,7 +47,9 @@ class _Parser:
             keyword = self.take()
             if keyword == "syntax":
                 self.take("=")
-                self.file.syntax = self.take().strip('"')
+                syntax = self.take().strip('"')
+                if syntax != "proto2":  # descriptors leave proto2, the default, unset (as protoc does)
+                    self.file.syntax = syntax
                 self.take(";")
             elif keyword == "package":
                 self.file.package = self.take()

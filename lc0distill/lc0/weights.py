@@ -104,7 +104,7 @@ def encode_layer(values: np.ndarray, encoding: Encoding = Encoding.LINEAR16):
 def linear16_error_bound(values: np.ndarray) -> float:
     """The largest error LINEAR16 can make on this tensor: half a quantisation step, plus float rounding."""
     low, high = linear16_range(np.asarray(values, dtype=np.float32).reshape(-1))
-    return (high - low) / 65535.0 / 2.0 + 4 * np.finfo(np.float32).eps * max(abs(low), abs(high))
+    return abs(high - low) / 65535.0 / 2.0 + 4 * np.finfo(np.float32).eps * max(abs(low), abs(high))
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -201,7 +201,7 @@ def config_from_net(net, path: str) -> NetConfig:
     policy = PolicyHead.CONVOLUTION if fmt.policy == NF.POLICY_CONVOLUTION else PolicyHead.CLASSICAL
     moves_left = fmt.moves_left == NF.MOVES_LEFT_V1 and w.HasField("moves_left")
     return NetConfig(
-        filters=filters, blocks=len(w.residual), se_channels=squeeze, se_ratio=0 if not squeeze else 8,
+        filters=filters, blocks=len(w.residual), se_channels=squeeze,
         policy=policy,
         policy_channels=max(1, _size(w.policy.weights) // filters) if policy == PolicyHead.CLASSICAL else 32,
         value=ValueHead.WDL if fmt.value == NF.VALUE_WDL else ValueHead.SCALAR,

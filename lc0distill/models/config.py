@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 
@@ -32,8 +32,8 @@ class NetConfig(BaseModel):
 
     filters: int = Field(128, gt=0)
     blocks: int = Field(10, ge=0)
-    se_channels: int = Field(0, ge=0, description="0: filters // se_ratio; see `squeeze`")
-    se_ratio: int = Field(8, ge=0, description="SE width = filters / se_ratio; 0 turns SE off")
+    se_channels: int = Field(16, ge=0, description="width of each SE unit's bottleneck; 0: no SE units. "
+                                                  "`se_ratio: R` may be given instead (se_channels = filters / R)")
     policy: PolicyHead = PolicyHead.CONVOLUTION
     policy_channels: int = Field(32, gt=0, description="classical policy head only")
     value: ValueHead = ValueHead.WDL
@@ -45,6 +45,22 @@ class NetConfig(BaseModel):
     activation: Activation = Activation.RELU
     input_format: int = 1
 
+    @model_validator(mode="before")
+    @classmethod
+    def _se_ratio(cls, data):
+        """Accept lczero-training's `se_ratio` (default 8) and store the width it means, so that a net has
+        one description whichever way it was given (and reading a file gives back the same config)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            ratio = data.pop("se_ratio", None)
+            if "se_channels" not in data:
+                filters = data.get("filters", cls.model_fields["filters"].default)
+                ratio = 8 if ratio is None else ratio
+                data["se_channels"] = filters // ratio if ratio else 0
+            elif ratio is not None:
+                raise ValueError("give se_channels or se_ratio, not both")
+        return data
+
     @field_validator("input_format")
     @classmethod
     def _known_input_format(cls, value: int) -> int:
@@ -55,9 +71,7 @@ class NetConfig(BaseModel):
     @property
     def squeeze(self) -> int:
         """Channels of each SE unit's bottleneck (0: no SE units)."""
-        if self.se_channels:
-            return self.se_channels
-        return self.filters // self.se_ratio if self.se_ratio else 0
+        return self.se_channels
 
     @property
     def name(self) -> str:
