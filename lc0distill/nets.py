@@ -11,10 +11,13 @@ from lc0distill.models.net import SEResNet
 from lc0distill.models.store import load_model
 
 
+TORCH_FILE_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
 def is_lc0_file(path: str | os.PathLike) -> bool:
+    """Anything but a torch.save file is read as an lc0 net (which names what is wrong if it is not one)."""
     with open(path, "rb") as handle:
-        head = handle.read(5)
-    return head[:2] == b"\x1f\x8b" or head == b"\x0d\xc0\x01\x00\x00"  # gzip, or a raw Net (magic field)
+        return handle.read(4) != TORCH_FILE_MAGIC
 
 
 def load_net(path: str | os.PathLike) -> SEResNet:

@@ -190,6 +190,14 @@ def _size(layer) -> int:
     return len(layer.params) // (4 if encoding == proto.Layer.FLOAT32 else 2)
 
 
+def _channels(block, filters: int) -> int:
+    """Output channels of a 1x1 ConvBlock, from its batch norm or conv bias if the weights are missing."""
+    for layer in (block.weights, block.bn_means, block.biases):
+        if layer.params:
+            return max(1, _size(layer) // (filters if layer is block.weights else 1))
+    return 1
+
+
 def config_from_net(net, path: str) -> NetConfig:
     """The NetConfig of an lc0 SE-ResNet file (sizes read from the tensors, heads from the format)."""
     fmt = _network_format(net, path)
@@ -205,9 +213,9 @@ def config_from_net(net, path: str) -> NetConfig:
         policy=policy,
         policy_channels=max(1, _size(w.policy.weights) // filters) if policy == PolicyHead.CLASSICAL else 32,
         value=ValueHead.WDL if fmt.value == NF.VALUE_WDL else ValueHead.SCALAR,
-        value_channels=max(1, _size(w.value.weights) // filters), value_hidden=max(1, _size(w.ip1_val_b)),
+        value_channels=_channels(w.value, filters), value_hidden=max(1, _size(w.ip1_val_b)),
         moves_left=moves_left,
-        moves_left_channels=max(1, _size(w.moves_left.weights) // filters) if moves_left else 8,
+        moves_left_channels=_channels(w.moves_left, filters) if moves_left else 8,
         moves_left_hidden=max(1, _size(w.ip1_mov_b)) if moves_left else 128,
         activation=Activation.MISH if fmt.default_activation == NF.DEFAULT_ACTIVATION_MISH else Activation.RELU,
         input_format=fmt.input or 1,

@@ -37,8 +37,9 @@ def load_model(path: str | os.PathLike) -> SEResNet:
     """A net from an lc0distill net file or training checkpoint, in eval mode."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise Lc0DistillError(f"{path}: not a readable lc0distill net or checkpoint ({error})") from None
+    except Exception as error:  # torch.load raises many kinds (pickle, zip, runtime) for a foreign file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Lc0DistillError(f"{path}: not a readable lc0distill net or checkpoint ({reason})") from None
     if not isinstance(state, dict) or "net_config" not in state or "model" not in state:
         raise Lc0DistillError(f"{path}: not an lc0distill net or checkpoint (no net_config and model)")
     model = SEResNet(NetConfig.model_validate(state["net_config"]))
