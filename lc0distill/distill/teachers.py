@@ -1,0 +1,89 @@
+"""Teachers: fixed nets (lc0 files or checkpoints, alone or as a weighted ensemble) or a frozen snapshot of
+the student. Always in eval mode and without gradients; any SEResNet with the same outputs can teach any other.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from lc0distill.errors import Lc0DistillError
+from lc0distill.models.config import ValueHead
+from lc0distill.models.net import SEResNet
+
+
+@dataclass
+class TeacherOutput:
+    policy_logits: torch.Tensor  # (B, 1858): a single net's logits; for an ensemble, log of the mixed policy
+    wdl: torch.Tensor | None  # (B, 3) win/draw/loss probabilities (weighted mean over the ensemble)
+
+
+def check_compatible(student: SEResNet, teacher: SEResNet, name: str, distil_value: bool) -> None:
+    """Stop at start, with a clear message, if the teacher cannot teach this student."""
+    if teacher.config.input_format != student.config.input_format:
+        raise Lc0DistillError(f"teacher {name} reads input format {teacher.config.input_format} but the student "
+                              f"(and its data) use {student.config.input_format}: their planes differ")
+    if distil_value and teacher.config.value != ValueHead.WDL:
+        raise Lc0DistillError(f"teacher {name} has a scalar value head; value distillation needs its WDL "
+                              "(set loss.value_distill to 0 to distil the policy only)")
+
+
+def _frozen(net: SEResNet) -> SEResNet:
+    net.eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return net
+
+
+class NetTeacher:
+    """One or more fixed nets. An ensemble mixes the probabilities with the given weights."""
+
+    def __init__(self, nets: Sequence[SEResNet], weights: Sequence[float] | None = None):
+        if not nets:
+            raise ValueError("a teacher needs at least one net")
+        self.nets = [_frozen(net) for net in nets]
+        raw = list(weights) if weights else [1.0] * len(nets)
+        if any(w < 0 for w in raw) or sum(raw) <= 0:
+            raise Lc0DistillError(f"teacher weights must be >= 0 and not all 0, got {raw}")
+        self.weights = [w / sum(raw) for w in raw]
+
+    def to(self, device: torch.device | str) -> "NetTeacher":
+        self.nets = [net.to(device) for net in self.nets]
+        return self
+
+    @torch.no_grad()
+    def __call__(self, planes: torch.Tensor) -> TeacherOutput:  # planes (B, 112, 8, 8)
+        outputs = [net(planes) for net in self.nets]
+        if len(outputs) == 1:
+            out = outputs[0]
+            wdl = out.wdl_logits.float().softmax(dim=1) if out.wdl_logits is not None else None
+            return TeacherOutput(out.policy_logits.float(), wdl)
+        policy = sum(w * o.policy_logits.float().softmax(dim=1) for w, o in zip(self.weights, outputs))
+        wdl = None
+        if all(o.wdl_logits is not None for o in outputs):
+            wdl = sum(w * o.wdl_logits.float().softmax(dim=1) for w, o in zip(self.weights, outputs))
+        return TeacherOutput(policy.clamp_min(1e-30).log(), wdl)
+
+
+class SnapshotTeacher:
+    """A frozen copy of the student, refreshed every `every` steps (the target-network idea)."""
+
+    def __init__(self, student: SEResNet, every: int):
+        self.every = every
+        self.net = _frozen(copy.deepcopy(student))
+        self.taken_at = 0
+
+    def refresh(self, student: SEResNet, step: int) -> None:
+        if step - self.taken_at >= self.every:
+            self.net.load_state_dict(student.state_dict())
+            self.net.eval()
+            self.taken_at = step
+
+    @torch.no_grad()
+    def __call__(self, planes: torch.Tensor) -> TeacherOutput:
+        out = self.net(planes)
+        wdl = out.wdl_logits.float().softmax(dim=1) if out.wdl_logits is not None else None
+        return TeacherOutput(out.policy_logits.float(), wdl)
