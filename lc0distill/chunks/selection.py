@@ -39,10 +39,15 @@ def newest_chunks(sources: Sequence[ChunkSource], count: int | None,
     return ordered if count is None else ordered[-count:] if count > 0 else []
 
 
+def _position(source: ChunkSource) -> float:
+    """A chunk's place in [0, 1), from its name alone."""
+    digest = hashlib.blake2b(source.name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
 def is_test_chunk(source: ChunkSource, test_ratio: float) -> bool:
     """A chunk's side of the split depends only on its name, so it never moves as data is added."""
-    digest = hashlib.blake2b(source.name.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64 < test_ratio
+    return _position(source) < test_ratio
 
 
 def split_train_test(sources: Sequence[ChunkSource], test_ratio: float) -> tuple[list[ChunkSource], list[ChunkSource]]:
@@ -51,4 +56,8 @@ def split_train_test(sources: Sequence[ChunkSource], test_ratio: float) -> tuple
         raise ValueError(f"test_ratio must be in [0, 1), got {test_ratio}")
     train = [s for s in sources if not is_test_chunk(s, test_ratio)]
     test = [s for s in sources if is_test_chunk(s, test_ratio)]
+    if test_ratio > 0 and not test and len(train) >= 2:  # small datasets: hold out at least one chunk
+        first = min(train, key=_position)
+        train.remove(first)
+        test = [first]
     return train, test

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from lc0distill import __version__
-from lc0distill.cli import data_commands, net_commands, quickstart
+from lc0distill.cli import data_commands, net_commands, quickstart, train_commands
 from lc0distill.errors import Lc0DistillError
 
 EXIT_USER_ERROR = 2
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.register(groups)
     data_commands.register(groups)
     net_commands.register(groups)
+    train_commands.register(groups)
     return parser
 
 

@@ -1,0 +1,169 @@
+"""A run's whole configuration: one RunConfig loaded from YAML, with dotted overrides from the command line.
+
+Every section is a frozen pydantic model with unknown keys rejected; each component receives only its own
+section (the data layer its DataConfig, the net its NetConfig, ...). Defaults live in these models only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lc0distill.chunks.config import DataConfig
+from lc0distill.distill.schedules import LrSchedule, TeacherWeightSchedule, TemperatureSchedule
+from lc0distill.errors import Lc0DistillError
+from lc0distill.lc0.weights import Encoding
+from lc0distill.models.config import NetConfig, preset
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TeacherConfig(_Section):
+    """Who teaches the student. No nets and no snapshot: the student learns from the data alone."""
+
+    nets: list[str] = Field(default_factory=list, description="lc0 .pb.gz nets or lc0distill checkpoints")
+    weights: list[float] = Field(default_factory=list, description="ensemble weights (default: equal)")
+    snapshot_every: int = Field(0, ge=0, description="N > 0: a frozen copy of the student, refreshed every N steps")
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "TeacherConfig":
+        if self.weights and len(self.weights) != len(self.nets):
+            raise ValueError(f"teacher.weights has {len(self.weights)} entries for {len(self.nets)} teacher.nets")
+        if self.nets and self.snapshot_every:
+            raise ValueError("give teacher.nets or teacher.snapshot_every, not both")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.nets) or self.snapshot_every > 0
+
+
+class LossConfig(_Section):
+    """What the student is trained against, and how the parts are weighted.
+
+    policy = (1 - a) * CE(data policy) + a * distill(teacher policy at temperature T)
+    value  = (1 - a) * value loss(q_ratio * q + (1 - q_ratio) * z) + a * value_distill * CE(teacher WDL)
+    where a is the teacher weight at the step (0 without a teacher).
+    """
+
+    policy_weight: float = Field(1.0, ge=0.0)
+    value_weight: float = Field(1.0, ge=0.0)
+    moves_left_weight: float = Field(1.0, ge=0.0, description="used when the student has a moves-left head")
+    q_ratio: float = Field(0.0, ge=0.0, le=1.0, description="value target = q_ratio * q + (1 - q_ratio) * z")
+    value_loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    mask_illegal: bool = Field(True, description="softmax over legal moves only")
+    policy_distill: Literal["kl", "nll", "mse"] = Field("kl", description="kl: KL at temperature T; nll: the "
+                                                        "teacher's best move; mse: centred logits")
+    t_squared: bool = Field(False, description="multiply the KL by T^2 (Hinton)")
+    scale_student: bool = Field(True, description="divide the student's logits by T too (False: lczero style)")
+    value_distill: float = Field(1.0, ge=0.0, description="weight of the teacher's WDL inside the value part")
+    teacher_weight: TeacherWeightSchedule = Field(default_factory=TeacherWeightSchedule)
+    temperature: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+
+
+class TrainConfig(_Section):
+    steps: int = Field(1000, gt=0, description="optimizer steps")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: Nesterov momentum, lc0's default")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    lr: LrSchedule = Field(default_factory=LrSchedule)
+    grad_clip: float = Field(10.0, ge=0.0, description="max gradient norm; 0 turns clipping off")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA")
+    swa_every: int = Field(0, ge=0, description="N > 0: average the weights every N steps (SWA)")
+    swa_max_models: int = Field(10, gt=0, description="SWA weights the newest model at least 1/N")
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the student")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    seed: int = 0
+    log_every: int = Field(50, gt=0)
+    eval_every: int = Field(500, ge=0, description="0: only at the end")
+    eval_positions: int = Field(20000, gt=0, description="held-out positions per evaluation")
+    checkpoint_every: int = Field(500, gt=0)
+    run_dir: str = Field("runs/run", description="checkpoints, logs, the resolved config and the final net")
+
+
+class ExportConfig(_Section):
+    """What the run writes when it ends, next to its checkpoints."""
+
+    lc0: bool = Field(True, description="write the final net as an lc0 .pb.gz")
+    encoding: Encoding = Encoding.LINEAR16
+
+
+class RunConfig(_Section):
+    data: DataConfig
+    net: NetConfig = Field(default_factory=NetConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _net_preset(cls, data: Any) -> Any:
+        """`net: {size: 128x10, ...}` is the preset plus the other keys given."""
+        if isinstance(data, dict) and isinstance(data.get("net"), dict) and "size" in data["net"]:
+            net = dict(data["net"])
+            size = net.pop("size")
+            data = {**data, "net": preset(size, **net).model_dump()}
+        return data
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise Lc0DistillError(f"override {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
+    """`train.lr=0.02`-style overrides; values are YAML (numbers, lists, booleans, strings)."""
+    tree = yaml.safe_load(yaml.safe_dump(tree)) or {}  # a deep copy
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise Lc0DistillError(f"override {item!r} is not KEY=VALUE (for example train.lr=0.02)")
+        _set_dotted(tree, key.strip(), yaml.safe_load(text))
+    return tree
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"{key}: {problem['msg']}")
+    return f"{source}: invalid configuration: " + "; ".join(lines)
+
+
+def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = (), validate=RunConfig) -> RunConfig:
+    """Read a YAML recipe (or start from nothing), apply the overrides and validate every key."""
+    tree: dict = {}
+    source = str(path) if path else "command line"
+    if path:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as error:
+            raise Lc0DistillError(f"{path}: cannot read the config ({error.strerror or error})") from None
+        except yaml.YAMLError as error:
+            raise Lc0DistillError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+        if not isinstance(tree, dict):
+            raise Lc0DistillError(f"{path}: a config is a mapping of sections (data, net, teacher, ...)")
+    tree = apply_overrides(tree, overrides)
+    try:
+        return validate.model_validate(tree)
+    except ValidationError as error:
+        raise Lc0DistillError(_format_errors(error, source)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
