@@ -42,12 +42,20 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, handle)
+            torch.save({**state, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete temporary files a killed run left behind (never the checkpoint itself); returns how many."""
+    stale = list(Path(folder).glob(f".{LATEST}.*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -24,7 +24,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from lc0distill.checkpoint import LATEST, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from lc0distill.checkpoint import (
+    LATEST,
+    load_checkpoint,
+    remove_stale_temporaries,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from lc0distill.chunks.batch import Batch, make_batch
 from lc0distill.chunks.config import make_loader, select_sources
 from lc0distill.config import LossConfig, RunConfig, TrainConfig, dump_config
@@ -295,6 +302,25 @@ class Run:
         self.record("test", metrics)
         return metrics
 
+    def check_ranks_agree(self) -> None:
+        """DDP keeps every rank's parameters equal; batch-norm statistics are rank 0's (DDP broadcasts them
+        before each forward, so after the last one each rank holds its own): take rank 0's, then verify that
+        every rank holds the same weights (a fingerprint per rank) and record the result."""
+        for buffer in self.student.buffers():
+            dist.broadcast(buffer, src=0)
+        flat = torch.cat([p.detach().double().flatten().cpu() for p in self.student.state_dict().values()
+                          if p.dtype.is_floating_point])
+        fingerprint = torch.tensor([flat.sum().item(), flat.abs().sum().item(), (flat * flat).sum().item()],
+                                   dtype=torch.float64)
+        gathered = [torch.zeros_like(fingerprint) for _ in range(self.world)]
+        dist.all_gather(gathered, fingerprint)
+        identical = all(torch.equal(g, gathered[0]) for g in gathered)
+        self.record("ddp", {"ranks": self.world, "weights_identical": identical,
+                            "fingerprints": [g.tolist() for g in gathered]})
+        if not identical:
+            raise Lc0DistillError(f"ranks ended with different weights: {[g.tolist() for g in gathered]}")
+        dist.barrier()
+
     def final_outputs(self) -> None:
         if self.rank != 0:
             return
@@ -308,6 +334,8 @@ class Run:
 
 def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult:
     run = Run(config, log)
+    if run.rank == 0:
+        remove_stale_temporaries(run.run_dir)
     checkpoint = run.run_dir / LATEST
     if resume and checkpoint.exists():
         run.restore(load_checkpoint(checkpoint))
@@ -341,5 +369,5 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
         metrics = run.evaluate()
     run.final_outputs()
     if run.world > 1:
-        dist.barrier()
+        run.check_ranks_agree()
     return RunResult(run.run_dir, run.step, metrics, positions / max(time.perf_counter() - started, 1e-9))

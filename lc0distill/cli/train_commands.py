@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from lc0distill.chunks.config import DataConfig, make_loader
@@ -43,8 +44,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = train(config, resume=not args.fresh)
-    print(json.dumps({"run_dir": str(result.run_dir), "steps": result.steps, "test": result.final_metrics,
-                      "positions_per_second": round(result.positions_per_second, 1)}))
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps({"run_dir": str(result.run_dir), "steps": result.steps, "test": result.final_metrics,
+                          "positions_per_second": round(result.positions_per_second, 1)}))
     return 0
 
 

@@ -1,0 +1,144 @@
+"""Training runs end to end: outputs, exact resume after SIGKILL, DDP under torchrun, distillation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lc0distill.checkpoint import LATEST, load_checkpoint
+from lc0distill.cli import main
+from lc0distill.config import load_config
+from lc0distill.lc0.weights import read_net
+from lc0distill.models.store import load_model
+from tests.conftest import SHARED
+
+TINY = ["data.workers=0", "data.batch_size=48", "data.sample_rate=1", "data.shuffle_buffer=600", "net.size=16x2",
+        "train.eval_positions=200"]
+
+
+def _args(data, run_dir, steps, *extra):
+    return [f"data.paths=[{data}]", *TINY, f"train.steps={steps}", f"train.run_dir={run_dir}", *extra]
+
+
+def _records(run_dir: Path, kind: str) -> dict[int, dict]:
+    """The last record of each step (a resumed run logs some steps twice)."""
+    found = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == kind:
+            found[record["step"]] = record
+    return found
+
+
+def test_short_run_writes_everything(tmp_path, lc0_data, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", *_args(lc0_data, run_dir, 30, "train.log_every=10", "train.eval_every=15",
+                            "train.checkpoint_every=15")]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["steps"] == 30 and result["test"]["positions"] > 0
+    for name in ("checkpoint.pt", "final.pt", "final.pb.gz", "config.yaml", "metrics.jsonl"):
+        assert (run_dir / name).exists(), name
+    train_records = _records(run_dir, "train")
+    assert sorted(train_records) == [10, 20, 30]
+    assert {"total", "policy", "value", "moves_left", "positions_per_second", "lr"} <= set(train_records[30])
+    assert sorted(_records(run_dir, "test")) == [15, 30]
+    # The final lc0 net is the final .pt net, up to LINEAR16 quantisation.
+    planes = torch.rand(4, 112, 8, 8).round()
+    with torch.no_grad():
+        a, b = load_model(run_dir / "final.pt")(planes), read_net(run_dir / "final.pb.gz")(planes)
+    assert (a.wdl_logits - b.wdl_logits).abs().max() < 1e-2
+    # The saved config reloads to the same RunConfig.
+    assert load_config(run_dir / "config.yaml") == load_config(None, _args(lc0_data, run_dir, 30, "train.log_every=10",
+                                                                      "train.eval_every=15", "train.checkpoint_every=15"))
+
+
+def _train_process(args):
+    return subprocess.Popen([sys.executable, "-m", "lc0distill", "train", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_then_resume_continues_exactly(tmp_path, lc0_data):
+    steps, every = 90, 30
+    common = ("train.log_every=1", "train.eval_every=0", f"train.checkpoint_every={every}", "net.size=32x3")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _train_process(_args(lc0_data, reference, steps, *common)).wait(timeout=300) == 0
+    process = _train_process(_args(lc0_data, killed, steps, *common))
+    deadline = time.time() + 300
+    while not (killed / LATEST).exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    at_kill = load_checkpoint(killed / LATEST)  # complete and readable: never a partial file
+    assert at_kill["step"] == every and at_kill["step"] < steps
+    assert _train_process(_args(lc0_data, killed, steps, *common)).wait(timeout=300) == 0
+    assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
+    expected, resumed = _records(reference, "train"), _records(killed, "train")
+    assert sorted(resumed) == sorted(expected) == list(range(1, steps + 1))
+    for step in range(every + 1, steps + 1):
+        for part in ("total", "policy", "value", "moves_left"):
+            assert resumed[step][part] == pytest.approx(expected[step][part], rel=1e-5, abs=1e-6), (step, part)
+    final_a, final_b = load_model(reference / "final.pt"), load_model(killed / "final.pt")
+    for (name, p), q in zip(final_a.state_dict().items(), final_b.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path, lc0_data):
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lc0distill", "train",
+               *_args(lc0_data, run_dir, 12, "train.log_every=6", "train.eval_every=0", "train.checkpoint_every=6")]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    ddp = _records(run_dir, "ddp")[12]
+    assert ddp["ranks"] == 2 and ddp["weights_identical"] is True
+    assert ddp["fingerprints"][0] == ddp["fingerprints"][1]
+
+
+def test_distillation_from_a_real_lc0_teacher(tmp_path, selfplay_dir):
+    teacher = SHARED / "nets" / "maia-1900.pb.gz"
+    run_dir = tmp_path / "distil"
+    argv = ["train", f"data.paths=[{selfplay_dir}]", *TINY, "train.steps=12", f"train.run_dir={run_dir}",
+            "train.log_every=6", "train.eval_every=12", "train.checkpoint_every=12", "net.size=16x2",
+            f"teacher.nets=[{teacher}]", "loss.teacher_weight.weight=0.7", "loss.temperature.start=2.0"]
+    assert main(argv) == 0
+    record = _records(run_dir, "train")[12]
+    assert {"policy_distill", "value_distill"} <= set(record)
+    assert record["total"] == pytest.approx(
+        0.3 * record["policy"] + 0.7 * record["policy_distill"] + 0.3 * record["value"]
+        + 0.7 * record["value_distill"] + record["moves_left"], rel=1e-5)
+    assert _records(run_dir, "test")[12]["teacher_agreement"] is not None
+
+
+def test_mismatched_teacher_is_a_clear_error(tmp_path, lc0_data, capsys):
+    teacher = SHARED / "nets" / "maia-1100-fmt3.pb.gz"
+    argv = ["train", *_args(lc0_data, tmp_path / "r", 5), f"teacher.nets=[{teacher}]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "input format 3" in err and err.count("\n") == 1
+
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    assert main(["train", "data.paths=[x]", "train.stepz=5"]) == 2
+    assert "train.stepz" in capsys.readouterr().err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {paths: [x]}\nloss: {q_ratio: 2}\n")
+    assert main(["train", "--config", str(recipe)]) == 2
+    assert "loss.q_ratio" in capsys.readouterr().err
+
+
+def test_evaluate_nets_side_by_side(capsys, lc0_data):
+    maia = SHARED / "nets" / "maia-1900.pb.gz"
+    folder = lc0_data / "v6-fmt1-maia1900"
+    assert main(["evaluate", str(maia), str(maia), "--data", str(folder), "--positions", "400", "--json"]) == 0
+    nets = json.loads(capsys.readouterr().out)["nets"]
+    metrics = nets[str(maia)]
+    assert metrics["positions"] >= 400 and 0 < metrics["policy_loss"] < 3 and metrics["top1_accuracy"] > 0.3
+    assert metrics["value_mse"] is not None and metrics["moves_left_mae"] is None
