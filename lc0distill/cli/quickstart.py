@@ -1,99 +1,109 @@
-"""`lc0distill quickstart`: the built-in end-to-end run on data the project makes itself.
+"""`lc0distill quickstart`: the main job end to end on data the project ships, with nets it trains itself.
 
-Stage today (issues 2-3 of the plan): it writes a small set of lc0 V6 chunks from seeded games, reads them
-back through the same reader used for lc0's own files, rebuilds the games and checks they are the games
-written, then prints a summary. Training a teacher and distilling students joins this run with issue 5.
+1. convert data/quickstart-games.pgn.gz (engine games with evaluations) into lc0 chunks;
+2. train a teacher (32x4), a smaller student alone (16x2) and the same student distilled from the teacher,
+   each with configs/quickstart.yaml (games held out by chunk, the same for all three);
+3. export the distilled student as an lc0 .pb.gz and print teacher vs student alone vs distilled student:
+   held-out policy loss, top-1 accuracy, value MSE, training and inference positions/s.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import os
 import time
 from pathlib import Path
 
-import chess
+import torch
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
-from lc0distill.chunks.build import records_from_game
-from lc0distill.chunks.games import reconstruct_games
-from lc0distill.chunks.reader import read_chunk
-from lc0distill.chunks.sources import find_chunks
-from lc0distill.chunks.targets import z_wdl
-from lc0distill.chunks.writer import GameChunkWriter
+from lc0distill.chunks.config import make_loader, select_sources
+from lc0distill.cli import data_from_pgn
+from lc0distill.config import RunConfig, load_config
 from lc0distill.errors import Lc0DistillError
+from lc0distill.evaluate import evaluate_net
+from lc0distill.models.net import count_parameters
+from lc0distill.models.store import load_model
 
-MAX_PLIES = 160
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+GAMES = PROJECT_ROOT / "data" / "quickstart-games.pgn.gz"
+RECIPE = PROJECT_ROOT / "configs" / "quickstart.yaml"
+RUNS = (("teacher", "32x4", False), ("student alone", "16x2", False), ("distilled student", "16x2", True))
 
 
 def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser(
-        "quickstart", help="run the built-in end-to-end example on data the project makes itself",
-        description="Write a small sample of lc0 V6 chunks from seeded games, read them back, rebuild the "
-                    "games and check them. Needs no data of yours.")
-    parser.add_argument("--out", default="data/quickstart", help="folder for the sample chunks (default: %(default)s)")
-    parser.add_argument("--games", type=int, default=24, help="number of games (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--input-format", type=int, default=1, help="lc0 input format to encode (default: 1)")
+        "quickstart", help="train a teacher and distil a student on the built-in sample (a few minutes on a CPU)",
+        description="Convert the shipped engine games to lc0 chunks, train a teacher, a student alone and a "
+                    "student distilled from the teacher, export the distilled student and compare the three "
+                    "on held-out games. Needs no data of yours.")
+    parser.add_argument("--out", default="runs/quickstart", help="folder for chunks and runs (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per net (default: the recipe's)")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming runs in --out")
     parser.set_defaults(run=run_quickstart)
 
 
-def seeded_game(rng: random.Random) -> tuple[list[chess.Move], str]:
-    """A legal game that prefers captures and checks, so it often ends decisively; drawn at MAX_PLIES."""
-    board = chess.Board()
-    while not board.is_game_over(claim_draw=True) and board.ply() < MAX_PLIES:
-        moves = list(board.legal_moves)
-        forcing = [m for m in moves if board.is_capture(m) or board.gives_check(m)]
-        board.push(rng.choice(forcing if forcing and rng.random() < 0.7 else moves))
-    outcome = board.outcome(claim_draw=True)
-    return list(board.move_stack), outcome.result() if outcome else "1/2-1/2"
+def _convert(out: Path, console: Console) -> Path:
+    chunks = out / "chunks"
+    if chunks.is_dir() and any(chunks.glob("game_*.gz")):
+        console.print(f"[bold]1/4[/] chunks already in {chunks}")
+        return chunks
+    if not GAMES.exists():
+        raise Lc0DistillError(f"{GAMES} is missing: run python tools/make_quickstart_pgn.py to make it")
+    console.print(f"[bold]1/4[/] converting {GAMES.name} to lc0 chunks")
+    args = argparse.Namespace(pgns=[str(GAMES)], out=str(chunks), input_format="1", jobs=os.cpu_count() or 1)
+    data_from_pgn.run(args)
+    return chunks
+
+
+def _config(chunks: Path, out: Path, name: str, size: str, distilled: bool, steps: int | None) -> RunConfig:
+    overrides = [f"data.paths=[{chunks}]", f"net.size={size}", f"train.run_dir={out / name.replace(' ', '-')}"]
+    if distilled:
+        overrides.append(f"teacher.nets=[{out / 'teacher' / 'final.pt'}]")
+    if steps is not None:
+        overrides += [f"train.steps={steps}", f"train.lr.total_steps={steps}",
+                      f"train.checkpoint_every={max(1, steps // 2)}"]
+    return load_config(RECIPE, overrides)
+
+
+def _inference_rate(net, batches) -> float:
+    """Positions/s of the net's forward pass alone, on the held-out batches (already built)."""
+    net.eval()
+    with torch.no_grad():
+        net(batches[0].planes)
+        start, positions = time.perf_counter(), 0
+        for batch in batches:
+            net(batch.planes)
+            positions += len(batch)
+    return positions / (time.perf_counter() - start)
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
+    from lc0distill.train import train
+
     console = Console()
     out = Path(args.out)
-    if out.exists() and any(out.glob("game_*.gz")):
-        for old in out.glob("game_*.gz"):
-            old.unlink()
-    rng = random.Random(args.seed)
-    writer = GameChunkWriter(out)
-    written: list[tuple[list[str], str]] = []
-    start = time.perf_counter()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("writing games as lc0 chunks", total=args.games)
-        for _ in range(args.games):
-            moves, result = seeded_game(rng)
-            writer.write_game(records_from_game(moves, result, args.input_format))
-            written.append(([m.uci() for m in moves], result))
-            progress.advance(task)
-    write_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    chunks = [read_chunk(source) for source in find_chunks([out])]
-    read_seconds = time.perf_counter() - start
-    rebuilt = [(g.uci_moves, g.result) for chunk in chunks for g in reconstruct_games(chunk.records)]
-    if rebuilt != written:
-        raise Lc0DistillError(f"{out}: the games read back differ from the games written")
-    positions = sum(len(c.records) for c in chunks)
-    _print_summary(console, out, chunks, positions, write_seconds, read_seconds)
-    return 0
-
-
-def _print_summary(console: Console, out: Path, chunks, positions: int, write_s: float, read_s: float) -> None:
-    results = {"1-0": 0, "0-1": 0, "1/2-1/2": 0}
-    for chunk in chunks:
-        results[reconstruct_games(chunk.records)[0].result] += 1
-    z = sum(float(z_wdl(c.records)[:, 1].sum()) for c in chunks) / positions
-    table = Table(title=f"quickstart sample in {out}")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("chunks (one game each)", str(len(chunks)))
-    table.add_row("positions", str(positions))
-    table.add_row("results 1-0 / 0-1 / draw", f"{results['1-0']} / {results['0-1']} / {results['1/2-1/2']}")
-    table.add_row("share of drawn positions (z)", f"{z:.2f}")
-    table.add_row("encode + write positions/s", f"{positions / write_s:,.0f}")
-    table.add_row("read + parse positions/s", f"{positions / read_s:,.0f}")
-    table.add_row("games read back == games written", "yes")
+    chunks = _convert(out, console)
+    rows = []
+    for index, (name, size, distilled) in enumerate(RUNS, start=2):
+        config = _config(chunks, out, name, size, distilled, args.steps)
+        console.print(f"[bold]{min(index, 3)}/4[/] training the {name} ({size}) -> {config.train.run_dir}")
+        result = train(config, log=console.print, resume=not args.fresh)
+        rows.append((name, config, result.positions_per_second))
+    console.print("[bold]4/4[/] comparing on held-out games")
+    _, test_sources = select_sources(rows[0][1].data)
+    held_out = list(make_loader(rows[0][1].data, test_sources, passes=1, sample_rate=1))
+    table = Table(title=f"quick start: {sum(len(b) for b in held_out)} held-out positions from {len(test_sources)} games")
+    for column in ("net", "size", "parameters", "policy loss", "top-1", "value MSE", "train pos/s", "inference pos/s"):
+        table.add_column(column, justify="left" if column in ("net", "size") else "right")
+    for name, config, train_rate in rows:
+        net = load_model(Path(config.train.run_dir) / "final.pt")
+        metrics = evaluate_net(net, held_out)
+        table.add_row(name, config.net.name, f"{count_parameters(net):,}", f"{metrics['policy_loss']:.4f}",
+                      f"{metrics['top1_accuracy']:.3f}", f"{metrics['value_mse']:.4f}", f"{train_rate:,.0f}",
+                      f"{_inference_rate(net, held_out):,.0f}")
     console.print(table)
-    console.print("Training a teacher and distilling students joins this run with issue 5 (see README).")
+    exported = Path(rows[2][1].train.run_dir) / "final.pb.gz"
+    console.print(f"distilled student exported for lc0: {exported}")
+    return 0

@@ -1,0 +1,28 @@
+"""The README's main command, shortened: shipped games -> chunks -> teacher, student, distilled student."""
+
+import gzip
+import re
+
+import pytest
+
+from lc0distill.cli import main
+from lc0distill.cli.quickstart import GAMES
+from lc0distill.lc0.weights import read_net
+
+
+def test_shipped_games_are_engine_games_with_evaluations():
+    text = gzip.decompress(GAMES.read_bytes()).decode()
+    assert text.count("[Event ") == 300
+    assert len(re.findall(r"\[%eval ", text)) > 30000
+    assert '[Result "*"]' not in text
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--steps", "8"]) == 0
+    out = capsys.readouterr().out
+    for name in ("teacher", "student alone", "distilled student", "policy loss", "inference pos/s"):
+        assert name in out
+    student = read_net(tmp_path / "qs" / "distilled-student" / "final.pb.gz")
+    assert student.config.name == "16x2"
+    assert len(list((tmp_path / "qs" / "chunks").glob("game_*.gz"))) == 300

@@ -1,0 +1,292 @@
+"""Does distillation help? One student trained on the data alone, one distilled from a teacher, both
+evaluated with the teacher on the same held-out games.
+
+    python tools/distill_experiment.py                 # the default experiment (about 10-15 min on 2 CPU cores)
+    python tools/distill_experiment.py --quick         # a smoke run of a minute or two
+
+The chunk files (one game each) are split deterministically into training and held-out games by a hash of
+each file's name (`--test-ratio` of them held out); the two lists are written into the run folder and given
+to the runs as `@list` files in data.paths / data.test_paths, so nothing is written next to the data. Both
+students see the same data stream, from the same seed, for the same number of steps; the distilled one adds
+the teacher's policy (KL at `--temperature`) and WDL with weight `--teacher-weight`. The students have no
+moves-left head (the teacher has none to distil, and it keeps the two runs' losses comparable).
+
+Held-out metrics come from `lc0distill.evaluate.evaluate_net` on every position of the held-out games;
+"gap closed" is (alone - distilled) / (alone - teacher) for losses and (distilled - alone) / (teacher - alone)
+for accuracy, and the +-2 SE of distilled - alone is a bootstrap over held-out games (positions of one game
+are correlated, so games are the unit). Runs are written to OUT/alone and OUT/distilled (replaced if they
+exist); the script only imports lc0distill, never the other way round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lc0distill.chunks.config import DataConfig, make_loader, select_sources
+from lc0distill.chunks.sources import find_chunks
+from lc0distill.config import RunConfig, load_config
+from lc0distill.errors import Lc0DistillError
+from lc0distill.evaluate import evaluate_net
+from lc0distill.models.store import load_model
+from lc0distill.nets import load_net
+from lc0distill.train import train
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TEACHER = PROJECT_ROOT.parent / "shared" / "nets" / "maia-1900.pb.gz"
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "lc0-selfplay-maia1900"
+DEFAULT_OUT = PROJECT_ROOT / "runs" / "distill-experiment"
+
+# (metric, label, lower is better)
+ROWS = (("policy_loss", "policy loss", True), ("top1_accuracy", "top-1 accuracy", False),
+        ("value_mse", "value MSE", True), ("value_ce", "value CE", True))
+TINY_GAP = 0.01  # relative to the teacher's value: below this, the share of the gap is noise
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="distill_experiment.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
+    parser.add_argument("--data", nargs="+", default=[str(DEFAULT_DATA)],
+                        help="chunk files, folders, globs or @lists (one game per chunk file)")
+    parser.add_argument("--student", default="32x4", help="student size, FILTERSxBLOCKS")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps for each student "
+                        "(default 1500, --quick 60)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.05, help="peak SGD rate (warmup, then cosine to 1%%)")
+    parser.add_argument("--test-ratio", type=float, default=0.1, help="share of games held out")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="run folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-weight", type=float, default=0.7, help="teacher's share of the targets")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the policy KL")
+    parser.add_argument("--workers", type=int, default=1, help="loader processes for training")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few steps, part of the held-out set")
+    args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 60 if args.quick else 1500
+    if args.steps < 1 or args.batch_size < 1:
+        parser.error("--steps and --batch-size must be at least 1")
+    if not 0.0 < args.test_ratio < 1.0:
+        parser.error("--test-ratio must be between 0 and 1")
+    if not 0.0 <= args.teacher_weight <= 1.0:
+        parser.error("--teacher-weight must be between 0 and 1")
+    if args.temperature <= 0:
+        parser.error("--temperature must be > 0")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def _split_key(path: str) -> tuple[bytes, str]:
+    """A file's place in the split: a hash of its name only, so the split does not depend on where data lives."""
+    return hashlib.blake2b(Path(path).name.encode(), digest_size=8).digest(), path
+
+
+def split_games(data: list[str], test_ratio: float) -> tuple[list[str], list[str]]:
+    """(train files, held-out files): the first round(ratio * n) files in hash order are held out.
+
+    Loose chunk files hold one game each; a .tar archive is one unit of the split (all its games on one side).
+    """
+    files = sorted({str(Path(source.path).resolve()) for source in find_chunks(data)})
+    if len(files) < 2:
+        raise Lc0DistillError(f"need at least 2 chunk files to hold some out, found {len(files)} in {' '.join(data)}")
+    ordered = sorted(files, key=_split_key)
+    held = max(1, min(len(files) - 1, round(test_ratio * len(files))))
+    return sorted(ordered[held:]), sorted(ordered[:held])
+
+
+def write_list(path: Path, files: list[str]) -> str:
+    path.write_text("".join(f"{name}\n" for name in files))
+    return f"@{path}"
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+def run_config(args, train_list: str, test_list: str, run_dir: Path, eval_positions: int,
+               distil: bool) -> RunConfig:
+    warmup = max(1, args.steps // 20)
+    overrides = [
+        f"data.paths={json.dumps([train_list])}", f"data.test_paths={json.dumps([test_list])}", "data.sample_rate=1",
+        f"data.batch_size={args.batch_size}", "data.shuffle_buffer=32768", f"data.workers={args.workers}",
+        f"data.seed={args.seed}", "data.chunk_order=name",
+        f"net.size={args.student}", "net.moves_left=false",
+        "train.optimizer=sgd", "train.lr.kind=cosine", f"train.lr.lr={args.lr}", f"train.lr.warmup_steps={warmup}",
+        f"train.lr.total_steps={args.steps}", f"train.lr.min_lr={args.lr / 100}",
+        f"train.steps={args.steps}", f"train.seed={args.seed}", "train.device=cpu",
+        f"train.log_every={max(1, args.steps // 12)}", "train.eval_every=0",
+        f"train.eval_positions={eval_positions}", f"train.checkpoint_every={args.steps}",
+        f"train.run_dir={json.dumps(str(run_dir))}", "export.lc0=false",
+    ]
+    if distil:
+        overrides += [f"teacher.nets={json.dumps([str(args.teacher)])}", f"loss.teacher_weight.weight={args.teacher_weight}",
+                      f"loss.temperature.start={args.temperature}"]
+    return load_config(None, overrides)
+
+
+def train_student(name: str, config: RunConfig) -> tuple[torch.nn.Module, float]:
+    run_dir = Path(config.train.run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: never resume an older experiment's checkpoint
+    teacher = f"teacher weight {config.loss.teacher_weight.weight}, T {config.loss.temperature.start}" \
+        if config.teacher.nets else "no teacher"
+    print(f"\n== {name}: {config.net.filters}x{config.net.blocks}, {config.train.steps} steps of "
+          f"{config.data.batch_size}, {teacher} -> {run_dir}", flush=True)
+    started = time.perf_counter()
+    result = train(config, log=lambda line: print(f"  [{name}] {line}", flush=True))
+    seconds = time.perf_counter() - started
+    print(f"  [{name}] done in {seconds:,.0f}s ({result.positions_per_second:,.0f} pos/s)", flush=True)
+    return load_model(run_dir / "final.pt"), seconds
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+class CachedTeacher:
+    """The teacher's outputs on the held-out batches, computed once (they are the same tensors for every net)."""
+
+    def __init__(self, net):
+        self.net, self.cache = net, {}
+
+    def __call__(self, planes: torch.Tensor):
+        key = id(planes)
+        if key not in self.cache:
+            self.cache[key] = self.net(planes)
+        return self.cache[key]
+
+
+def held_out_games(data: DataConfig, limit: int | None) -> list[list]:
+    """The held-out positions as batches, one list per game (file), every record read once."""
+    _, sources = select_sources(data)
+    games, positions = [], 0
+    for source in sources:
+        loader = make_loader(data.model_copy(update={"workers": 0, "shuffle_buffer": 0}), [source], passes=1,
+                             sample_rate=1)
+        batches = list(loader)
+        if batches:
+            games.append(batches)
+            positions += sum(len(b) for b in batches)
+        if limit is not None and positions >= limit:
+            break
+    return games
+
+
+def per_game_metrics(net, games: list[list], teacher=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(positions per game, metric -> per-game means) from evaluate_net on each game."""
+    sizes, values = [], {}
+    for batches in games:
+        metrics = evaluate_net(net, batches, None, teacher)
+        sizes.append(metrics["positions"])
+        for name, value in metrics.items():
+            if name != "positions" and value is not None:
+                values.setdefault(name, []).append(value)
+    return np.array(sizes, dtype=float), {name: np.array(v) for name, v in values.items()}
+
+
+def pooled(sizes: np.ndarray, per_game: np.ndarray) -> float:
+    return float((sizes * per_game).sum() / sizes.sum())
+
+
+def bootstrap_se(sizes: np.ndarray, a: np.ndarray, b: np.ndarray, seed: int, draws: int = 2000) -> float:
+    """Standard error of pooled(b) - pooled(a), resampling games."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sizes), size=(draws, len(sizes)))
+    weights = sizes[picks]
+    diffs = (weights * (b[picks] - a[picks])).sum(axis=1) / weights.sum(axis=1)
+    return float(diffs.std(ddof=1))
+
+
+def gap_closed(alone: float, distilled: float, teacher: float, lower_better: bool) -> tuple[str, str]:
+    gap = (alone - teacher) if lower_better else (teacher - alone)
+    gain = (alone - distilled) if lower_better else (distilled - alone)
+    if gap <= 0:
+        return "n/a", "student alone already matches or beats the teacher: no gap to close"
+    share = f"{100 * gain / gap:.0f}%"
+    if gap < TINY_GAP * max(abs(teacher), 1e-9):
+        return share, f"the gap is tiny ({gap:.4f}): the share is mostly noise"
+    return share, ""
+
+
+def print_table(sizes, metrics: dict[str, dict[str, np.ndarray]], seed: int) -> None:
+    teacher, alone, distilled = metrics["teacher"], metrics["alone"], metrics["distilled"]
+    header = f"{'held-out metric':<18}{'teacher':>10}{'alone':>10}{'distilled':>11}{'dist-alone':>12}" \
+             f"{'+-2SE':>8}{'gap closed':>12}"
+    print(header)
+    print("-" * len(header))
+    notes = []
+    for name, label, lower_better in ROWS:
+        if name not in alone or name not in distilled or name not in teacher:
+            continue
+        t, a, d = (pooled(sizes, m[name]) for m in (teacher, alone, distilled))
+        se = bootstrap_se(sizes, alone[name], distilled[name], seed)
+        share, note = gap_closed(a, d, t, lower_better)
+        print(f"{label:<18}{t:>10.4f}{a:>10.4f}{d:>11.4f}{d - a:>+12.4f}{2 * se:>8.4f}{share:>12}")
+        if abs(d - a) < 2 * se:
+            note = "; ".join(filter(None, [note, "distilled - alone is within 2 SE (not significant)"]))
+        if note:
+            notes.append(f"  {label}: {note}")
+    if "teacher_agreement" in alone and "teacher_agreement" in distilled:
+        a, d = pooled(sizes, alone["teacher_agreement"]), pooled(sizes, distilled["teacher_agreement"])
+        print(f"{'top-1 = teacher':<18}{1.0:>10.4f}{a:>10.4f}{d:>11.4f}{d - a:>+12.4f}")
+    print("-" * len(header))
+    print("gap closed: (alone - distilled) / (alone - teacher) for losses, (distilled - alone) / (teacher - alone) "
+          "for accuracy;\n+-2SE: bootstrap over held-out games of distilled - alone")
+    for note in notes:
+        print(note)
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        teacher_net = load_net(args.teacher).eval()
+        train_files, held_files = split_games([str(p) for p in args.data], args.test_ratio)
+        train_list = write_list(out / "train_games.txt", train_files)
+        test_list = write_list(out / "heldout_games.txt", held_files)
+        print(f"data: {len(train_files)} training and {len(held_files)} held-out chunk files "
+              f"(lists in {out}); teacher {args.teacher}")
+        limit = 1024 if args.quick else None
+        configs = {
+            "alone": run_config(args, train_list, test_list, out / "alone", limit or 10**9, distil=False),
+            "distilled": run_config(args, train_list, test_list, out / "distilled", limit or 10**9, distil=True),
+        }
+        games = held_out_games(configs["alone"].data, limit)
+        positions = sum(len(b) for game in games for b in game)
+        print(f"held out: {positions:,} positions from {len(games)} games")
+        students, seconds = {}, {}
+        for name, config in configs.items():
+            students[name], seconds[name] = train_student(name, config)
+    except Lc0DistillError as error:
+        print(f"distill_experiment.py: {error}", file=sys.stderr)
+        return 2
+
+    print("\nevaluating on the held-out games ...", flush=True)
+    cached = CachedTeacher(teacher_net)
+    sizes, teacher_metrics = per_game_metrics(cached, games)
+    metrics = {"teacher": teacher_metrics}
+    for name, net in students.items():
+        _, metrics[name] = per_game_metrics(net, games, cached)
+
+    print(f"\nstudent {args.student} x {args.steps} steps of {args.batch_size} (lr {args.lr}, seed {args.seed}); "
+          f"distilled: teacher weight {args.teacher_weight}, temperature {args.temperature}; "
+          f"held out: {int(sizes.sum()):,} positions, {len(sizes)} games")
+    print_table(sizes, metrics, args.seed)
+    total = time.perf_counter() - started
+    print(f"\ntraining: alone {seconds['alone']:,.0f}s, distilled {seconds['distilled']:,.0f}s; "
+          f"total time {total:,.0f}s ({total / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
