@@ -23,8 +23,10 @@ Ct: 3*S+T FLOPs over 3*S/conv(C) + T/conv(Ct) seconds), since the teacher's FLOP
 
 Timing: --warmup steps first (not timed; they also estimate the step time), then --steps timed steps, best
 of --repeat. A row whose warm-up step is slow gets fewer timed steps (at least 1) so that each timed run
-takes about --row-seconds (conv rows: half of it); 0 turns that off. The default run takes about 3 minutes on a 2-core CPU; --quick
-takes about 1.5. Other processes on the machine slow every figure: the load average is printed.
+takes about --row-seconds (conv rows: half of it); 0 turns that off. Other processes on the machine lower
+every figure (and stall torch's threads at their barriers; --threads 1 suffers less): the load average at the
+start and the share of the CPUs other processes used during the run are printed. On a 2-core CPU the default
+run takes 2 to 4 minutes (4 when other processes hold most of a core), --quick about half that.
 
 Usage: python tools/bench_train.py [PATH ...] [--batch-size B] [--steps N] [--repeat R] [--threads T]
        [--device cpu|cuda] [--quick]
@@ -97,7 +99,7 @@ def timed(work: Callable[[], None], device: torch.device) -> float:
 class Timing:
     steps: int  # timed steps per run
     seconds: float  # best run
-    warmup_seconds: float  # per warm-up step (the first one included)
+    warmup_seconds: float  # the fastest warm-up step (0 without warm-up)
 
     @property
     def per_step(self) -> float:
@@ -107,7 +109,7 @@ class Timing:
 def measure(step: Callable[[], None], device: torch.device, warmup: int, steps: int, repeat: int,
             row_seconds: float) -> Timing:
     """Warm-up steps, then the best of `repeat` runs of n timed steps (n <= steps, capped by row_seconds)."""
-    warm = timed(lambda: [step() for _ in range(warmup)], device) / max(warmup, 1) if warmup else 0.0
+    warm = min((timed(step, device) for _ in range(warmup)), default=0.0)  # the first step costs extra
     n = steps
     if row_seconds > 0 and warm > 0:
         n = max(1, min(steps, int(row_seconds / warm)))
@@ -247,7 +249,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fewer timed steps (at least 1) for rows whose warm-up step is slow, so that one "
                              "timed run takes about S seconds; 0: always --steps (default 8)")
     parser.add_argument("--threads", type=int, default=None, metavar="T",
-                        help="torch.set_num_threads(T) (default: torch's default)")
+                        help="torch.set_num_threads(T) (default: torch's default; on a busy machine 1 can beat 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     parser.add_argument("--students", default="64x6,128x10", metavar="LIST",
                         help="comma-separated student sizes (default 64x6,128x10)")
