@@ -1,7 +1,6 @@
 """Training runs end to end: outputs, exact resume after SIGKILL, DDP under torchrun, distillation."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
