@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", type=int, default=400)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--temperature", type=float, default=40.0, help="softmax temperature in centipawns")
+    parser.add_argument("--temperature", type=float, default=12.0, help="softmax temperature in centipawns")
     parser.add_argument("--out", default="data/quickstart-games.pgn.gz")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)

@@ -188,6 +188,11 @@ class ChunkStream(IterableDataset):
         return stream_shard(self.spec, worker, workers)
 
 
+def _one_torch_thread(_worker: int) -> None:
+    """Workers read and pack with numpy; torch's intra-op threads there would only fight the trainer's."""
+    torch.set_num_threads(1)
+
+
 class BatchLoader:
     """Batches for training or evaluation, built on `device` from worker-packed positions.
 
@@ -207,7 +212,8 @@ class BatchLoader:
     def packed_batches(self) -> Iterator[np.ndarray]:
         """(B,) POSITION_DTYPE arrays, before expansion."""
         loader = DataLoader(ChunkStream(self.spec), batch_size=None, num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None)
+                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
+                            worker_init_fn=_one_torch_thread if self.workers else None)
         for payload, bad in loader:
             self.bad_chunks.extend(bad)
             if payload.numel():
