@@ -1,7 +1,7 @@
 """Does distillation help? One student trained on the data alone, one distilled from a teacher, both
 evaluated with the teacher on the same held-out games.
 
-    python tools/distill_experiment.py                 # the default experiment (about 10-15 min on 2 CPU cores)
+    python tools/distill_experiment.py                 # the default experiment (about 10 min on 2 idle CPU cores)
     python tools/distill_experiment.py --quick         # a smoke run of a minute or two
 
 The chunk files (one game each) are split deterministically into training and held-out games by a hash of
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="chunk files, folders, globs or @lists (one game per chunk file)")
     parser.add_argument("--student", default="32x4", help="student size, FILTERSxBLOCKS")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps for each student "
-                        "(default 1500, --quick 60)")
+                        "(default 1800, --quick 60)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.05, help="peak SGD rate (warmup, then cosine to 1%%)")
     parser.add_argument("--test-ratio", type=float, default=0.1, help="share of games held out")
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps, part of the held-out set")
     args = parser.parse_args(argv)
     if args.steps is None:
-        args.steps = 60 if args.quick else 1500
+        args.steps = 60 if args.quick else 1800
     if args.steps < 1 or args.batch_size < 1:
         parser.error("--steps and --batch-size must be at least 1")
     if not 0.0 < args.test_ratio < 1.0:

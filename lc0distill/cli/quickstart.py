@@ -29,7 +29,8 @@ from lc0distill.models.store import load_model
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GAMES = PROJECT_ROOT / "data" / "quickstart-games.pgn.gz"
 RECIPE = PROJECT_ROOT / "configs" / "quickstart.yaml"
-RUNS = (("teacher", "32x4", False), ("student alone", "16x2", False), ("distilled student", "16x2", True))
+# (name, size, distilled, steps as a multiple of the recipe's): the teacher is bigger and trained longer.
+RUNS = (("teacher", "32x4", False, 3), ("student alone", "16x2", False, 1), ("distilled student", "16x2", True, 1))
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -57,13 +58,14 @@ def _convert(out: Path, console: Console) -> Path:
     return chunks
 
 
-def _config(chunks: Path, out: Path, name: str, size: str, distilled: bool, steps: int | None) -> RunConfig:
+def _config(chunks: Path, out: Path, name: str, size: str, distilled: bool, steps: int | None,
+            multiple: int) -> RunConfig:
     overrides = [f"data.paths=[{chunks}]", f"net.size={size}", f"train.run_dir={out / name.replace(' ', '-')}"]
     if distilled:
         overrides.append(f"teacher.nets=[{out / 'teacher' / 'final.pt'}]")
-    if steps is not None:
-        overrides += [f"train.steps={steps}", f"train.lr.total_steps={steps}",
-                      f"train.checkpoint_every={max(1, steps // 2)}"]
+    base = load_config(RECIPE, overrides)
+    steps = (steps or base.train.steps) * multiple
+    overrides += [f"train.steps={steps}", f"train.lr.total_steps={steps}", f"train.checkpoint_every={max(1, steps // 2)}"]
     return load_config(RECIPE, overrides)
 
 
@@ -86,8 +88,8 @@ def run_quickstart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     chunks = _convert(out, console)
     rows = []
-    for index, (name, size, distilled) in enumerate(RUNS, start=2):
-        config = _config(chunks, out, name, size, distilled, args.steps)
+    for index, (name, size, distilled, multiple) in enumerate(RUNS, start=2):
+        config = _config(chunks, out, name, size, distilled, args.steps, multiple)
         console.print(f"[bold]{min(index, 3)}/4[/] training the {name} ({size}) -> {config.train.run_dir}")
         result = train(config, log=console.print, resume=not args.fresh)
         rows.append((name, config, result.positions_per_second))
@@ -95,15 +97,17 @@ def run_quickstart(args: argparse.Namespace) -> int:
     _, test_sources = select_sources(rows[0][1].data)
     held_out = list(make_loader(rows[0][1].data, test_sources, passes=1, sample_rate=1))
     table = Table(title=f"quick start: {sum(len(b) for b in held_out)} held-out positions from {len(test_sources)} games")
-    for column in ("net", "size", "parameters", "policy loss", "top-1", "value MSE", "train pos/s", "inference pos/s"):
-        table.add_column(column, justify="left" if column in ("net", "size") else "right")
+    for column in ("net", "size", "params", "policy loss", "top-1", "value MSE", "train/s", "infer/s"):
+        table.add_column(column, justify="left" if column in ("net", "size") else "right", no_wrap=True)
     for name, config, train_rate in rows:
         net = load_model(Path(config.train.run_dir) / "final.pt")
         metrics = evaluate_net(net, held_out)
-        table.add_row(name, config.net.name, f"{count_parameters(net):,}", f"{metrics['policy_loss']:.4f}",
+        table.add_row(name.replace(" student", ""), config.net.name, f"{count_parameters(net):,}", f"{metrics['policy_loss']:.4f}",
                       f"{metrics['top1_accuracy']:.3f}", f"{metrics['value_mse']:.4f}", f"{train_rate:,.0f}",
                       f"{_inference_rate(net, held_out):,.0f}")
     console.print(table)
+    console.print("policy loss: cross-entropy with the played move; value MSE: (W-L - result)^2; train/s and "
+                  "infer/s: positions per second training and evaluating")
     exported = Path(rows[2][1].train.run_dir) / "final.pb.gz"
     console.print(f"distilled student exported for lc0: {exported}")
     return 0
