@@ -65,7 +65,9 @@ def _config(chunks: Path, out: Path, name: str, size: str, distilled: bool, step
         overrides.append(f"teacher.nets=[{out / 'teacher' / 'final.pt'}]")
     base = load_config(RECIPE, overrides)
     steps = (steps or base.train.steps) * multiple
-    overrides += [f"train.steps={steps}", f"train.lr.total_steps={steps}", f"train.checkpoint_every={max(1, steps // 2)}"]
+    warmup = min(base.train.lr.warmup_steps, steps // 4)
+    overrides += [f"train.steps={steps}", f"train.lr.total_steps={steps}", f"train.lr.warmup_steps={warmup}",
+                  f"train.checkpoint_every={max(1, steps // 2)}"]
     return load_config(RECIPE, overrides)
 
 
