@@ -21,7 +21,7 @@ def test_shipped_games_are_engine_games_with_evaluations():
 def test_quickstart_end_to_end(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--steps", "8"]) == 0
     out = capsys.readouterr().out
-    for name in ("teacher", "alone", "distilled", "policy loss", "infer/s"):
+    for name in ("teacher", "student alone", "distilled student", "policy loss", "infer/s"):
         assert name in out
     student = read_net(tmp_path / "qs" / "distilled-student" / "final.pb.gz")
     assert student.config.name == "16x2"
