@@ -9,6 +9,7 @@ flushed to disk, then renamed over the old one, so a killed run never leaves a p
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import write_atomic
 
 CHECKPOINT_FORMAT = "lc0distill-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -37,17 +39,9 @@ def restore_rng(state: dict) -> None:
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save({**state, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    torch.save({**state, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:

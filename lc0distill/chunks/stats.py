@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Iterable
 
 import chess
 import numpy as np
@@ -168,14 +168,9 @@ class DatasetStats:
         }
 
 
-def iter_sources(paths: Iterable[str | os.PathLike], on_error: Callable[[ChunkError], None]) -> Iterator[ChunkSource]:
-    """find_chunks, where an unreadable archive or missing path costs only itself."""
-    return find_chunks(paths, on_error=on_error)
-
-
 def collect_stats(paths: Iterable[str | os.PathLike]) -> DatasetStats:
     """Statistics of every chunk under `paths`; unreadable paths and chunks are recorded in bad_files."""
     stats = DatasetStats()
-    for source in list(iter_sources(paths, stats.add_bad)):
+    for source in list(find_chunks(paths, on_error=stats.add_bad)):
         stats.add_source(source)
     return stats

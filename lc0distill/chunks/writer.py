@@ -7,13 +7,13 @@ payload with those settings gives the very bytes of lc0's files, which the tests
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from lc0distill.chunks.layouts import RECORD_DTYPE, RECORD_SIZES
+from lc0distill.fileio import write_atomic
 
 LC0_GZIP_LEVEL = 6
 
@@ -33,20 +33,6 @@ def chunk_payload(records: np.ndarray, version: int = 6) -> bytes:
 def gzip_like_lc0(payload: bytes) -> bytes:
     compressor = zlib.compressobj(LC0_GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: gzip container, mtime 0
     return compressor.compress(payload) + compressor.flush()
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_chunk(path: str | os.PathLike, records: np.ndarray, version: int = 6, compress: bool = True) -> None:

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lc0distill.chunks.stats import DatasetStats, iter_sources
+from lc0distill.chunks.sources import find_chunks
+from lc0distill.chunks.stats import DatasetStats
 
 PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
 PROGRESS_MIN_CHUNKS = 50  # fewer chunks take well under a second: no progress bar
@@ -30,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _collect(paths: list[str]) -> DatasetStats:
     stats = DatasetStats()
-    sources = list(iter_sources(paths, stats.add_bad))
+    sources = list(find_chunks(paths, on_error=stats.add_bad))
     console = Console(stderr=True)
     if len(sources) < PROGRESS_MIN_CHUNKS or not console.is_terminal:
         for source in sources:

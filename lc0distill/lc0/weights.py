@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from lc0distill.chess.input_formats import is_hectoplies
 from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import write_atomic
 from lc0distill.lc0 import proto
 from lc0distill.models.blocks import BN_EPSILON, ConvBN
 from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead
@@ -247,13 +248,12 @@ class _Loader:
             if block.bn_means.params:
                 self.tensor(block.bn_means, f"{name}.bn_means", bn.running_mean)
                 self.tensor(block.bn_stddivs, f"{name}.bn_stddivs", bn.running_var)
+                bn.weight.fill_(1.0)
             else:  # no batch norm in the file: an identity BN (the conv bias below becomes its shift)
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0)
-            bn.weight.fill_(1.0)
+                bn.weight.fill_(math.sqrt(1.0 + BN_EPSILON))  # cancels 1 / sqrt(var + eps)
             bn.bias.zero_()
-            if not block.bn_means.params:
-                bn.weight.fill_(math.sqrt(1.0 + BN_EPSILON))
             self.tensor(block.bn_gammas, f"{name}.bn_gammas", bn.weight, required=False)
             self.tensor(block.bn_betas, f"{name}.bn_betas", bn.bias, required=False)
             if block.biases.params:  # a conv bias applies before BN: fold it into the mean
@@ -441,7 +441,5 @@ def net_message(model: SEResNet, encoding: Encoding = Encoding.LINEAR16, license
 def write_net(model: SEResNet, path: str | os.PathLike, encoding: Encoding = Encoding.LINEAR16,
               license: str = "", training_steps: int | None = None) -> None:
     """Write `model` as an lc0 `.pb.gz` (gzip of the serialized Net), atomically."""
-    from lc0distill.chunks.writer import write_atomic
-
     data = net_message(model, encoding, license, training_steps).SerializeToString()
     write_atomic(path, gzip.compress(data, compresslevel=9, mtime=0))

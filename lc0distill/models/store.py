@@ -6,12 +6,13 @@ so any checkpoint is also a net file.
 
 from __future__ import annotations
 
+import io
 import os
-from pathlib import Path
 
 import torch
 
 from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import write_atomic
 from lc0distill.models.config import NetConfig
 from lc0distill.models.net import SEResNet
 
@@ -25,12 +26,10 @@ def net_state(model: SEResNet) -> dict:
 
 
 def save_model(model: SEResNet, path: str | os.PathLike) -> None:
-    """Write the net atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(net_state(model), temporary)
-    os.replace(temporary, path)
+    """Write the net atomically (lc0distill.fileio.write_atomic)."""
+    buffer = io.BytesIO()
+    torch.save(net_state(model), buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_model(path: str | os.PathLike) -> SEResNet:
