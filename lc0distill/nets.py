@@ -1,26 +1,67 @@
-"""Open any net a command is given: an lc0 `.pb.gz` or an lc0distill net file / checkpoint (`.pt`)."""
+"""Open any net a command is given: an lc0 `.pb.gz` (weights or embedded ONNX), an lc0distill net file /
+checkpoint (`.pt`), or a raw `.onnx` model.
+
+`load_net` gives a trainable SEResNet (teachers, students, export sources); `load_inference_net` also accepts
+ONNX nets, run with onnxruntime behind the same call (evaluation, `net eval`).
+"""
 
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 
 from lc0distill.errors import Lc0DistillError
-from lc0distill.lc0.weights import read_net
+from lc0distill.export.runtime import OnnxNet, is_onnx_file, open_embedded_onnx, open_onnx_file
+from lc0distill.lc0.onnx_net import embedded_onnx, is_onnx_net
+from lc0distill.lc0.weights import net_from_message, open_net, read_net
 from lc0distill.models.net import SEResNet
 from lc0distill.models.store import load_model
-
 
 TORCH_FILE_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
-def is_lc0_file(path: str | os.PathLike) -> bool:
-    """Anything but a torch.save file is read as an lc0 net (which names what is wrong if it is not one)."""
+class NetFileKind(str, Enum):
+    TORCH = "lc0distill (.pt)"
+    LC0 = "lc0 protobuf (.pb.gz)"
+    ONNX = "ONNX"
+
+
+def net_file_kind(path: str | os.PathLike) -> NetFileKind:
+    """What a net file is, from its first bytes (anything unrecognised is read as lc0, which names the problem)."""
+    if not Path(path).is_file():
+        raise Lc0DistillError(f"{path}: no such net file")
     with open(path, "rb") as handle:
-        return handle.read(4) != TORCH_FILE_MAGIC
+        if handle.read(4) == TORCH_FILE_MAGIC:
+            return NetFileKind.TORCH
+    return NetFileKind.ONNX if is_onnx_file(path) else NetFileKind.LC0
+
+
+def is_lc0_file(path: str | os.PathLike) -> bool:
+    return net_file_kind(path) == NetFileKind.LC0
 
 
 def load_net(path: str | os.PathLike) -> SEResNet:
-    if not Path(path).is_file():
-        raise Lc0DistillError(f"{path}: no such net file")
-    return read_net(path) if is_lc0_file(path) else load_model(path)
+    """A trainable SEResNet from a .pt or an lc0 weights .pb.gz."""
+    kind = net_file_kind(path)
+    if kind == NetFileKind.TORCH:
+        return load_model(path)
+    if kind == NetFileKind.ONNX:
+        raise Lc0DistillError(f"{path}: an ONNX model can be evaluated (net eval, evaluate) but not trained or "
+                              f"used as a teacher: give the .pt or .pb.gz it was exported from")
+    return read_net(path)
+
+
+def load_inference_net(path: str | os.PathLike, input_format: int | None = None,
+                       need_input_format: bool = True) -> SEResNet | OnnxNet:
+    """Any net, for evaluation. `input_format` is needed only for raw ONNX files that do not say theirs (with
+    need_input_format=False such a file opens with input_format None: enough to describe it)."""
+    kind = net_file_kind(path)
+    if kind == NetFileKind.TORCH:
+        return load_model(path)
+    if kind == NetFileKind.ONNX:
+        return open_onnx_file(path, input_format, need_input_format=need_input_format)
+    message = open_net(path)
+    if is_onnx_net(message):
+        return open_embedded_onnx(embedded_onnx(message, path), path)
+    return net_from_message(message, path)

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from lc0distill import __version__
-from lc0distill.cli import data_commands, net_commands, quickstart, train_commands
+from lc0distill.cli import data_commands, export_commands, net_commands, quickstart, train_commands
 from lc0distill.errors import Lc0DistillError
 
 EXIT_USER_ERROR = 2
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(groups)
     net_commands.register(groups)
     train_commands.register(groups)
+    export_commands.register(groups)
     return parser
 
 

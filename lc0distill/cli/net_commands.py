@@ -7,14 +7,20 @@ import json
 import sys
 
 import chess
+import numpy as np
+import onnx
 
 from lc0distill.errors import Lc0DistillError
+from lc0distill.export.runtime import OnnxNet
 from lc0distill.lc0.weights import read_net_info
 from lc0distill.models.inference import evaluate_boards
 from lc0distill.models.net import count_parameters, flops_per_position
-from lc0distill.nets import is_lc0_file, load_net
+from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
 
-NET_HELP = "an lc0 network file (.pb.gz) or an lc0distill net or checkpoint (.pt)"
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+NET_HELP = "an lc0 network file (.pb.gz, weights or embedded ONNX), an lc0distill net or checkpoint (.pt) or an .onnx"
+INPUT_FORMAT_HELP = "input format of a raw .onnx that does not say it (lc0's leela2onnx files; 1 = classical)"
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -25,6 +31,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                                description="File format, filters x blocks, heads, input format, parameter "
                                            "count and FLOPs per position of a net.")
     info.add_argument("net", metavar="NET", help=NET_HELP)
+    info.add_argument("--input-format", type=int, help=INPUT_FORMAT_HELP)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=run_info)
     evaluate = commands.add_parser(
@@ -32,6 +39,7 @@ def register(groups: argparse._SubParsersAction) -> None:
         description="Evaluate one position as the lc0 engine's raw net output: policy over the legal moves "
                     "(softmax over legal moves only), WDL, Q = W - L, moves-left.")
     evaluate.add_argument("net", metavar="NET", help=NET_HELP)
+    evaluate.add_argument("--input-format", type=int, help=INPUT_FORMAT_HELP)
     where = evaluate.add_mutually_exclusive_group(required=True)
     where.add_argument("--fen", help="the position (history planes are filled as lc0 does for a FEN)")
     where.add_argument("--moves", help='UCI moves from the start position, e.g. "e2e4 e7e5" (real history)')
@@ -39,26 +47,47 @@ def register(groups: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(run=run_eval)
 
 
-def net_summary(path: str) -> dict:
-    model = load_net(path)
+def net_summary(path: str, input_format: int | None = None) -> dict:
+    kind = net_file_kind(path)
+    model = load_inference_net(path, input_format, need_input_format=False)
+    if isinstance(model, OnnxNet):
+        return onnx_summary(path, kind, model)
     config = model.config
     summary = {
-        "path": path,
-        "file_format": "lc0 protobuf (.pb.gz)" if is_lc0_file(path) else "lc0distill (.pt)",
-        "size": config.name, "filters": config.filters, "blocks": config.blocks,
-        "se_channels": config.squeeze, "policy": config.policy.value, "value": config.value.value,
-        "moves_left": config.moves_left, "activation": config.activation.value,
+        "path": path, "file_format": kind.value, "size": config.name, "filters": config.filters,
+        "blocks": config.blocks, "se_channels": config.squeeze, "policy": config.policy.value,
+        "value": config.value.value, "moves_left": config.moves_left, "activation": config.activation.value,
         "input_format": config.input_format, "parameters": count_parameters(model),
         "flops_per_position": flops_per_position(model),
     }
-    if is_lc0_file(path):
-        info = read_net_info(path)
-        summary.update(min_version=info.min_version, network=info.network, layer_encodings=list(info.layer_encodings))
+    if kind == NetFileKind.LC0:
+        summary.update(lc0_header(path))
+    return summary
+
+
+def lc0_header(path: str) -> dict:
+    info = read_net_info(path)
+    return {"min_version": info.min_version, "network": info.network, "layer_encodings": list(info.layer_encodings)}
+
+
+def onnx_summary(path: str, kind: NetFileKind, net: OnnxNet) -> dict:
+    model = onnx.load_from_string(net.model)
+    summary = {
+        "path": path, "file_format": "lc0 protobuf (.pb.gz) embedding ONNX" if kind == NetFileKind.LC0 else kind.value,
+        "size": net.config.name, "data_type": net.config.data_type, "input_format": net.config.input_format,
+        "value": net.config.value.value, "moves_left": net.config.moves_left,
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "ir_version": model.ir_version, "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "input": net.input_name, "outputs": [n for n in net.names.values() if n],
+        "parameters": sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in _FLOAT_TYPES),
+    }
+    if kind == NetFileKind.LC0:
+        summary.update(lc0_header(path))
     return summary
 
 
 def run_info(args: argparse.Namespace) -> int:
-    summary = net_summary(args.net)
+    summary = net_summary(args.net, args.input_format)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         print()
@@ -87,7 +116,7 @@ def _board(args: argparse.Namespace) -> chess.Board:
 
 def run_eval(args: argparse.Namespace) -> int:
     board = _board(args)
-    evaluation = evaluate_boards(load_net(args.net), [board])[0]
+    evaluation = evaluate_boards(load_inference_net(args.net, args.input_format), [board])[0]
     if args.json:
         json.dump(evaluation.to_json(), sys.stdout, indent=1)
         print()

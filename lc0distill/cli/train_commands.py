@@ -12,7 +12,7 @@ from lc0distill.chunks.sources import find_chunks
 from lc0distill.config import load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import METRICS, evaluate_net
-from lc0distill.nets import load_net
+from lc0distill.nets import load_inference_net
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -30,7 +30,11 @@ def register(groups: argparse._SubParsersAction) -> None:
         "evaluate", help="held-out metrics of nets, side by side",
         description="Policy loss, top-1 accuracy, value MSE and cross-entropy (against the game result) and "
                     "moves-left error of each net on the same positions.")
-    evaluate.add_argument("nets", nargs="+", metavar="NET", help="lc0 .pb.gz nets or lc0distill .pt files")
+    evaluate.add_argument("nets", nargs="+", metavar="NET",
+                          help="lc0 .pb.gz nets (weights or embedded ONNX), lc0distill .pt files or .onnx models "
+                               "(ONNX nets run with onnxruntime)")
+    evaluate.add_argument("--input-format", type=int,
+                          help="input format of raw .onnx nets that do not say it (lc0's leela2onnx files)")
     evaluate.add_argument("--data", nargs="+", required=True, metavar="PATH", help="chunks, folders or .tar files")
     evaluate.add_argument("--positions", type=int, default=50000, help="at most this many (default %(default)s)")
     evaluate.add_argument("--sample-rate", type=int, default=1, help="keep 1 record in N (default: all)")
@@ -57,7 +61,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = DataConfig(paths=list(args.data), batch_size=args.batch_size, shuffle_buffer=0, workers=0)
     results = {}
     for path in args.nets:
-        net = load_net(path)
+        net = load_inference_net(path, args.input_format)
         loader = make_loader(data, sources, passes=1, sample_rate=args.sample_rate)
         results[path] = evaluate_net(net, loader, args.positions)
     if args.json:

@@ -66,8 +66,11 @@ def decode_layer(layer, name: str, path: str) -> np.ndarray:
     if encoding == proto.Layer.BFLOAT16:
         return (raw.astype(np.uint32) << 16).view(np.float32)
     if encoding == proto.Layer.LINEAR16:
-        theta = raw.astype(np.float64) / 65535.0
-        return (layer.min_val * (1.0 - theta) + layer.max_val * theta).astype(np.float32)
+        # lc0 computes v / 65535.0f * range + min in float32 with a fused multiply-add (one rounding at the
+        # end); the product of two float32 is exact in float64, so this gives lc0's values bit for bit.
+        low, high = np.float32(layer.min_val), np.float32(layer.max_val)
+        theta = raw.astype(np.float32) / np.float32(65535.0)
+        return (theta.astype(np.float64) * float(high - low) + float(low)).astype(np.float32)
     raise WeightsError(path, f"{name}: unknown layer encoding {encoding}")
 
 
@@ -133,7 +136,7 @@ def _enum_name(enum_type, value: int) -> str:
         return f"unknown ({value})"
 
 
-def _open_net(path: str | os.PathLike):
+def open_net(path: str | os.PathLike):
     path = str(path)
     try:
         data = Path(path).read_bytes()
@@ -160,7 +163,7 @@ _UNSUPPORTED_BODIES = {
     NF.NETWORK_ATTENTIONBODY_WITH_HEADFORMAT: "attention body (transformer) nets",
     NF.NETWORK_ATTENTIONBODY_WITH_MULTIHEADFORMAT: "attention body (transformer) nets with multiple heads",
     NF.NETWORK_AB_LEGACY_WITH_MULTIHEADFORMAT: "legacy attention body nets",
-    NF.NETWORK_ONNX: "nets that embed an ONNX model instead of weights",
+    NF.NETWORK_ONNX: "nets that embed an ONNX model instead of weights (they can be evaluated, not trained)",
 }
 
 
@@ -323,8 +326,9 @@ def _layer_encodings(message) -> set[str]:
 
 
 def read_net_info(path: str | os.PathLike) -> NetFileInfo:
-    net = _open_net(path)
-    fmt = _network_format(net, str(path))
+    net = open_net(path)
+    onnx = net.format.network_format.network == NF.NETWORK_ONNX  # no weights to check: describe the header
+    fmt = net.format.network_format if onnx else _network_format(net, str(path))
     return NetFileInfo(
         path=str(path), min_version=_version_string(net.min_version),
         network=_enum_name(NF.NetworkStructure, fmt.network), policy=_enum_name(NF.PolicyFormat, fmt.policy),
@@ -336,7 +340,11 @@ def read_net_info(path: str | os.PathLike) -> NetFileInfo:
 
 def read_net(path: str | os.PathLike) -> SEResNet:
     """An lc0 `.pb.gz` as an SEResNet in eval mode (computes what the lc0 engine computes)."""
-    net = _open_net(path)
+    return net_from_message(open_net(path), path)
+
+
+def net_from_message(net, path: str | os.PathLike) -> SEResNet:
+    """The SEResNet of a parsed Net message (`path` names it in errors)."""
     model = SEResNet(config_from_net(net, str(path)))
     _load_weights(model, net.weights, str(path))
     return model.eval()

@@ -8,7 +8,7 @@ softmax over the legal moves only (lc0's convention); WDL is the softmax of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import chess
 import numpy as np
@@ -70,10 +70,13 @@ def _evaluation(board: chess.Board, encoded: EncodedPosition, out: NetOutput, ro
 
 
 @torch.no_grad()
-def evaluate_boards(net: SEResNet, boards: Sequence[chess.Board], batch_size: int = 256) -> list[Evaluation]:
-    """Evaluations of `boards` (each with its move stack as history), in order."""
+def evaluate_boards(net: SEResNet | Callable[[torch.Tensor], NetOutput], boards: Sequence[chess.Board],
+                    batch_size: int = 256) -> list[Evaluation]:
+    """Evaluations of `boards` (each with its move stack as history), in order. `net` is an SEResNet or any
+    callable with the same call and a `config.input_format` (an ONNX net in onnxruntime)."""
     net.eval()
-    device = next(net.parameters()).device
+    parameters = getattr(net, "parameters", None)
+    device = next(parameters()).device if parameters else torch.device("cpu")
     results: list[Evaluation] = []
     for start in range(0, len(boards), batch_size):
         chunk = boards[start : start + batch_size]

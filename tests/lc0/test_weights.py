@@ -88,11 +88,28 @@ def _layers(message, prefix=""):
 
 @pytest.mark.parametrize("name", ["maia-1900", "maia-1100", "maia-1100-fmt3", "maia-1100-fmt133"])
 def test_rewriting_a_real_net_gives_lc0s_weight_bytes(nets_dir, name):
-    """Read then write LINEAR16: every layer, and the whole weights message, are the file's own bytes."""
+    """Read then write LINEAR16: every layer's 16-bit codes and min_val are the file's own bytes.
+
+    max_val is the largest value as lc0 decodes it (min + range computed in float32, what the engine uses),
+    which is the stored max_val or one or two float32 rounding steps from it; with the stored max_val put back, the whole
+    weights message is the file's bytes.
+    """
     original = proto.Net()
     original.ParseFromString(gzip.decompress((nets_dir / f"{name}.pb.gz").read_bytes()))
     rewritten = net_message(read_net(nets_dir / f"{name}.pb.gz"), license=original.license)
-    assert len(_layers(original.weights)) == len(_layers(rewritten.weights)) > 100
+    old_layers, new_layers = _layers(original.weights), _layers(rewritten.weights)
+    assert list(old_layers) == list(new_layers) and len(old_layers) > 100
+    moved = 0
+    for layer_name, old in old_layers.items():
+        new = new_layers[layer_name]
+        assert new.params == old.params, layer_name
+        assert new.min_val == old.min_val, layer_name
+        # float32 rounding of min + range: steps of the larger magnitude of the two
+        step = np.spacing(np.float32(max(abs(old.min_val), abs(old.max_val))))
+        assert abs(new.max_val - old.max_val) <= 2 * step, layer_name
+        moved += new.max_val != old.max_val
+        new.max_val = old.max_val
+    assert moved > 0  # lc0's decoding really differs from the stored max somewhere (else this test says little)
     assert rewritten.weights.SerializeToString() == original.weights.SerializeToString()
     assert rewritten.format.network_format.input == original.format.network_format.input
     assert rewritten.format.network_format.policy == original.format.network_format.policy

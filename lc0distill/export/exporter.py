@@ -1,0 +1,174 @@
+"""`lc0distill export`: a net to ONNX, to lc0's `.pb.gz`, or to a `.pb.gz` embedding ONNX; checked before writing.
+
+Every export is run on a batch of real positions and compared with the PyTorch net it came from (ONNX:
+onnx.checker, then onnxruntime; lc0: the file read back through our reader, which computes what the lc0
+engine computes). Nothing is written when the difference exceeds the tolerance. Nets that already are ONNX
+(a `.onnx` file or an lc0 ONNX `.pb.gz`) can be moved between the two containers, as lc0's leela2onnx and
+onnx2leela do.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import onnx
+import torch
+
+from lc0distill.errors import Lc0DistillError
+from lc0distill.export.check_positions import DEFAULT_POSITIONS, check_planes
+from lc0distill.export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME, build_onnx
+from lc0distill.export.runtime import OnnxNet
+from lc0distill.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, output_diff
+from lc0distill.fileio import write_atomic
+from lc0distill.lc0 import proto
+from lc0distill.lc0.onnx_net import EmbeddedOnnx, OnnxDataType, onnx_net_message
+from lc0distill.lc0.weights import Encoding, net_from_message, net_message
+from lc0distill.models.config import ValueHead
+from lc0distill.models.net import SEResNet
+
+
+class ExportTarget(str, Enum):
+    ONNX = "onnx"  # a raw ONNX model, as lc0's leela2onnx writes
+    LC0 = "lc0"  # lc0's native .pb.gz (weights)
+    LC0_ONNX = "lc0-onnx"  # a .pb.gz of format NETWORK_ONNX embedding the ONNX model, for lc0's onnx backends
+
+
+# Reading back a 16-bit lc0 file changes the weights by up to half a quantisation step: outputs move by
+# about 1e-3 (LINEAR16, FLOAT16) to 1e-2 (BFLOAT16) on trained nets.
+LC0_TOLERANCE = {Encoding.FLOAT32: FP32_TOLERANCE, Encoding.LINEAR16: 0.05, Encoding.FLOAT16: 0.05,
+                 Encoding.BFLOAT16: 0.25}
+
+
+class ExportCheckFailed(Lc0DistillError):
+    """The exported net does not compute what the PyTorch net computes (nothing was written)."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    target: ExportTarget
+    fp16: bool = False
+    opset: int = DEFAULT_OPSET
+    encoding: Encoding | None = None  # lc0 target; default LINEAR16 (FLOAT16 with fp16)
+    tolerance: float | None = None  # default by target and precision
+    check_data: list[str] | None = None  # chunks to check on instead of the built-in positions
+    check_positions: int = DEFAULT_POSITIONS
+    license: str = ""
+    training_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: str
+    target: str
+    bytes: int
+    data_type: str
+    opset: int | None
+    encoding: str | None
+    check: OutputDiff | None
+    tolerance: float | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "target": self.target, "bytes": self.bytes, "data_type": self.data_type,
+                "opset": self.opset, "encoding": self.encoding, "tolerance": self.tolerance,
+                "check": self.check.to_json() if self.check else None, "notes": self.notes}
+
+
+def _lc0_encoding(options: ExportOptions) -> Encoding:
+    if options.encoding is not None:
+        if options.fp16 and options.encoding != Encoding.FLOAT16:
+            raise Lc0DistillError(f"--fp16 and --encoding {options.encoding.value} disagree (--fp16 means float16)")
+        return options.encoding
+    return Encoding.FLOAT16 if options.fp16 else Encoding.LINEAR16
+
+
+def _check(diff: OutputDiff, tolerance: float, what: str) -> None:
+    if not diff.worst <= tolerance:  # also catches NaN
+        raise ExportCheckFailed(f"{what} does not match the PyTorch net: {diff.describe()} "
+                                f"(tolerance {tolerance:g}); nothing written")
+
+
+def embedded_for(model: onnx.ModelProto, input_format: int, fp16: bool) -> EmbeddedOnnx:
+    outputs = {o.name for o in model.graph.output}
+    return EmbeddedOnnx(
+        model=model.SerializeToString(), data_type=OnnxDataType.FLOAT16 if fp16 else OnnxDataType.FLOAT,
+        input_planes=INPUT_NAME, output_policy=POLICY_NAME,
+        output_wdl=WDL_NAME if WDL_NAME in outputs else None,
+        output_value=VALUE_NAME if VALUE_NAME in outputs else None,
+        output_mlh=MLH_NAME if MLH_NAME in outputs else None, input_format=input_format)
+
+
+def _gzip_net(message) -> bytes:
+    return gzip.compress(message.SerializeToString(), compresslevel=9, mtime=0)
+
+
+def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) -> ExportReport:
+    """Export, check against `net` on real positions, then write `out` atomically."""
+    net = net.float().cpu().eval()
+    planes = check_planes(net.config.input_format, options.check_data, options.check_positions)
+    with torch.no_grad():
+        reference = net(planes)
+    if options.target == ExportTarget.LC0:
+        return _export_lc0(net, out, options, planes, reference)
+    model = build_onnx(net, options.opset, options.fp16)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:  # a bug here, not a user error: say so plainly
+        raise ExportCheckFailed(f"onnx.checker rejects the exported model: {error}") from None
+    data = model.SerializeToString()
+    runtime = OnnxNet(data, path=str(out), input_name=INPUT_NAME, policy=POLICY_NAME,
+                      wdl=WDL_NAME if net.config.value == ValueHead.WDL else None,
+                      value=VALUE_NAME if net.config.value == ValueHead.SCALAR else None,
+                      mlh=MLH_NAME if net.config.moves_left else None, input_format=net.config.input_format)
+    tolerance = options.tolerance if options.tolerance is not None else (FP16_TOLERANCE if options.fp16 else FP32_TOLERANCE)
+    diff = output_diff(reference, runtime(planes))
+    _check(diff, tolerance, "onnxruntime on the exported model")
+    if options.target == ExportTarget.LC0_ONNX:
+        message = onnx_net_message(embedded_for(model, net.config.input_format, options.fp16), options.license,
+                                   options.training_steps)
+        data = _gzip_net(message)
+    write_atomic(out, data)
+    return ExportReport(path=str(out), target=options.target.value, bytes=len(data),
+                        data_type="float16" if options.fp16 else "float32", opset=options.opset, encoding=None,
+                        check=diff, tolerance=tolerance)
+
+
+def _export_lc0(net: SEResNet, out: str | os.PathLike, options: ExportOptions, planes: torch.Tensor,
+                reference) -> ExportReport:
+    encoding = _lc0_encoding(options)
+    message = net_message(net, encoding, options.license, options.training_steps)
+    data = _gzip_net(message)
+    reread = net_from_message(proto.Net.FromString(gzip.decompress(data)), out)  # through the reader, as saved
+    with torch.no_grad():
+        diff = output_diff(reference, reread(planes))
+    tolerance = options.tolerance if options.tolerance is not None else LC0_TOLERANCE[encoding]
+    _check(diff, tolerance, f"the {encoding.value} lc0 file read back")
+    write_atomic(out, data)
+    return ExportReport(path=str(out), target=options.target.value, bytes=len(data), data_type=encoding.value,
+                        opset=None, encoding=encoding.value, check=diff, tolerance=tolerance)
+
+
+def convert_onnx_net(source: OnnxNet, out: str | os.PathLike, target: ExportTarget, license: str = "") -> ExportReport:
+    """Move an ONNX net between a raw .onnx file and an lc0 ONNX .pb.gz (leela2onnx / onnx2leela)."""
+    if target == ExportTarget.LC0:
+        raise Lc0DistillError(f"{source.path} is an ONNX net: it has no lc0 weights to write (use --to onnx "
+                              f"or --to lc0-onnx)")
+    data = source.model
+    fp16 = source.config.data_type == "float16"
+    if target == ExportTarget.LC0_ONNX:
+        names = source.names
+        embedded = EmbeddedOnnx(model=data, data_type=OnnxDataType.FLOAT16 if fp16 else OnnxDataType.FLOAT,
+                                input_planes=source.input_name, output_policy=names["policy"], output_wdl=names["wdl"],
+                                output_value=names["value"], output_mlh=names["mlh"],
+                                input_format=source.config.input_format)
+        data = _gzip_net(onnx_net_message(embedded, license))
+    write_atomic(out, data)
+    model = onnx.load_from_string(source.model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return ExportReport(path=str(Path(out)), target=target.value, bytes=len(data),
+                        data_type=source.config.data_type, opset=opset, encoding=None, check=None, tolerance=None,
+                        notes=["the model is copied unchanged (no PyTorch net to compare with)"])

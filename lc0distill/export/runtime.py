@@ -1,0 +1,143 @@
+"""Exported nets run with onnxruntime, behind the same call as SEResNet: planes (B, 112, 8, 8) -> NetOutput.
+
+Reads raw ONNX files (ours, or lc0's `leela2onnx` output) and lc0 `.pb.gz` files that embed ONNX. Planes are
+given as the lc0 engine feeds them (what the exported graph expects); they are cast to the model's input
+type (float16 for --fp16 exports) and the outputs come back as float32 torch tensors. The WDL output holds
+probabilities; NetOutput wants logits, so it gets their logarithm (softmax(log p) = p).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from lc0distill.errors import Lc0DistillError
+from lc0distill.export.onnx_graph import (
+    INPUT_NAME, METADATA_INPUT_FORMAT, METADATA_NET, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME,
+)
+from lc0distill.lc0.onnx_net import EmbeddedOnnx, OnnxDataType
+from lc0distill.models.config import ValueHead
+from lc0distill.models.net import NetOutput
+
+_TINY = np.finfo(np.float32).tiny  # log(0) would make -inf logits (and NaN cross-entropies)
+
+
+@dataclass(frozen=True)
+class OnnxNetInfo:
+    """The parts of a NetConfig that evaluating an ONNX net needs."""
+
+    name: str
+    input_format: int | None  # None: a raw ONNX file that does not say it (it can be described, not evaluated)
+    value: ValueHead
+    moves_left: bool
+    data_type: str  # float32 / float16
+
+
+def providers() -> list[str]:
+    """CUDA when this onnxruntime build has it, else CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OnnxNet:
+    """An ONNX chess net in onnxruntime. Call it like SEResNet; `.run(planes)` gives the raw named outputs."""
+
+    def __init__(self, model: bytes, *, path: str, input_name: str, policy: str, wdl: str | None,
+                 value: str | None, mlh: str | None, input_format: int, threads: int = 0):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model, options, providers=providers())
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise Lc0DistillError(f"{path}: onnxruntime cannot load the model ({str(error).splitlines()[0]})") from None
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        missing = [n for n in (input_name,) if n not in inputs] + [n for n in (policy, wdl, value, mlh)
+                                                                   if n and n not in outputs]
+        if missing:
+            raise Lc0DistillError(f"{path}: the graph has no tensor named {', '.join(missing)} "
+                                  f"(inputs: {', '.join(inputs)}; outputs: {', '.join(sorted(outputs))})")
+        self.model = model
+        self.path = path
+        self.input_name = input_name
+        self.names = {"policy": policy, "wdl": wdl, "value": value, "mlh": mlh}
+        self.input_dtype = _input_type(path, inputs[input_name].type)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.config = OnnxNetInfo(name=metadata.get(METADATA_NET, Path(path).name), input_format=input_format,
+                                  value=ValueHead.WDL if wdl else ValueHead.SCALAR, moves_left=mlh is not None,
+                                  data_type=np.dtype(self.input_dtype).name)
+
+    def eval(self) -> "OnnxNet":  # nothing to switch: lets callers treat it like an nn.Module
+        return self
+
+    def run(self, planes: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs by role (policy, wdl, value, mlh) for (B, 112, 8, 8) planes, as float32."""
+        wanted = {role: name for role, name in self.names.items() if name}
+        results = self.session.run(list(wanted.values()), {self.input_name: planes.astype(self.input_dtype)})
+        return {role: np.asarray(r, dtype=np.float32) for role, r in zip(wanted, results)}
+
+    def __call__(self, planes: torch.Tensor) -> NetOutput:
+        out = {role: torch.from_numpy(a) for role, a in self.run(planes.detach().float().cpu().numpy()).items()}
+        wdl = out.get("wdl")
+        return NetOutput(
+            policy_logits=out["policy"],
+            wdl_logits=torch.log(wdl.clamp_min(_TINY)) if wdl is not None else None,
+            value=out["value"][:, 0] if "value" in out else None,
+            moves_left=out["mlh"][:, 0] if "mlh" in out else None,
+        )
+
+
+def _input_type(path: str, type_name: str) -> type:
+    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+    if type_name not in types:
+        raise Lc0DistillError(f"{path}: input type {type_name} is not supported (float and float16 are)")
+    return types[type_name]
+
+
+def is_onnx_file(path: str | os.PathLike) -> bool:
+    """A raw ONNX ModelProto (by name, or by its first field: ir_version, tag 0x08)."""
+    if str(path).endswith(".onnx"):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x08"
+
+
+def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, threads: int = 0,
+                   need_input_format: bool = True) -> OnnxNet:
+    """A raw ONNX file with lc0's tensor names. lc0's own files do not say their input format: pass it."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # DecodeError and friends
+        raise Lc0DistillError(f"{path}: not an ONNX model ({str(error).splitlines()[0]})") from None
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if input_format is None:
+        if METADATA_INPUT_FORMAT in metadata:
+            input_format = int(metadata[METADATA_INPUT_FORMAT])
+        elif need_input_format:
+            raise Lc0DistillError(f"{path}: the ONNX file does not say its input format (lc0's leela2onnx files "
+                                  f"do not): pass --input-format N (1 = classical)")
+    outputs = {o.name for o in model.graph.output}
+    inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    net = OnnxNet(model.SerializeToString(), path=str(path), input_name=INPUT_NAME if INPUT_NAME in inputs
+                  else (inputs[0] if len(inputs) == 1 else INPUT_NAME), policy=POLICY_NAME,
+                  wdl=WDL_NAME if WDL_NAME in outputs else None,
+                  value=VALUE_NAME if VALUE_NAME in outputs and WDL_NAME not in outputs else None,
+                  mlh=MLH_NAME if MLH_NAME in outputs else None, input_format=input_format, threads=threads)
+    if net.names["wdl"] is None and net.names["value"] is None:
+        raise Lc0DistillError(f"{path}: no {WDL_NAME} or {VALUE_NAME} output (outputs: {', '.join(sorted(outputs))})")
+    return net
+
+
+def open_embedded_onnx(embedded: EmbeddedOnnx, path: str | os.PathLike, threads: int = 0) -> OnnxNet:
+    if embedded.data_type == OnnxDataType.BFLOAT16:
+        raise Lc0DistillError(f"{path}: bfloat16 ONNX nets are not supported here (float32 and float16 are)")
+    return OnnxNet(embedded.model, path=str(path), input_name=embedded.input_planes, policy=embedded.output_policy,
+                   wdl=embedded.output_wdl, value=embedded.output_value, mlh=embedded.output_mlh,
+                   input_format=embedded.input_format, threads=threads)
