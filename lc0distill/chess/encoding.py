@@ -200,7 +200,9 @@ def _history_planes(snapshots: Sequence[Snapshot], input_format: int, fill: Hist
         if index < 0 and (fill == HistoryFill.NO or (fill == HistoryFill.FEN_ONLY and snap.is_standard_start)):
             break
         if only_repeats and snap.repetitions == 0 and step > 0:
-            if snap.rule50 == 0:
+            # Before the first known position only copies of it follow: no repeat can come. (lc0's loop has no
+            # such stop and would not end for a FEN start with a non-zero rule50 count in formats 5 and 133.)
+            if snap.rule50 == 0 or index < 0:
                 break
             index -= 1
             continue

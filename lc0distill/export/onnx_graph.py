@@ -68,7 +68,9 @@ class GraphBuilder:
         return self.initializer(name, np.asarray(array, dtype=np.float64).astype(self.float_type))
 
     def node(self, op: str, name: str, inputs: list[str], outputs: list[str] | None = None, **attributes) -> str:
-        self.nodes.append(helper.make_node(op, inputs, outputs or [name], name=name, **attributes))
+        node = helper.make_node(op, inputs, outputs or [name], name=name)
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in attributes.items())  # lc0's order, unsorted
+        self.nodes.append(node)
         return name
 
     # ---- operators, as lc0's builder names their tensors
@@ -220,7 +222,8 @@ def build_onnx(net: SEResNet, opset: int = DEFAULT_OPSET, fp16: bool = False) ->
         [helper.make_tensor_value_info(INPUT_NAME, elem, [BATCH_AXIS, INPUT_PLANES, 8, 8])],
         [helper.make_tensor_value_info(name, elem, [BATCH_AXIS, width]) for name, width in outputs],
         g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=PRODUCER,
+    opset_import = onnx.OperatorSetIdProto(version=opset)  # the default domain, left unset as lc0 does
+    model = helper.make_model(graph, opset_imports=[opset_import], producer_name=PRODUCER,
                               producer_version=__version__, domain=MODEL_DOMAIN)
     model.ir_version = ir_version_for(opset)
     helper.set_model_props(model, {METADATA_INPUT_FORMAT: str(net.config.input_format),

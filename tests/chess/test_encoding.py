@@ -129,3 +129,12 @@ def test_vectorised_expansion_equals_one_by_one(lc0_data, fmt):
     batch = expand_records(records)
     for i in range(len(records)):
         assert np.array_equal(batch[i], expand_records(records[i : i + 1])[0])
+
+
+def test_only_repeats_formats_end_for_a_fen_start_with_a_rule50_count():
+    """Formats 5 and 133 skip non-repeated history: before a FEN start nothing can repeat, so encoding stops."""
+    board = chess.Board("8/8/4k3/8/2R5/8/4K3/8 w - - 99 140")
+    for input_format in (5, 133):
+        encoded = encode_board(board, input_format)
+        assert encoded.rule50_count == 99
+        assert int(np.count_nonzero(encoded.stored_planes[13:])) == 0  # only the current position is written
