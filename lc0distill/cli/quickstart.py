@@ -3,7 +3,7 @@
 1. convert data/quickstart-games.pgn.gz (engine games with evaluations) into lc0 chunks;
 2. train a teacher (32x4), a smaller student alone (16x2) and the same student distilled from the teacher,
    each with configs/quickstart.yaml (games held out by chunk, the same for all three);
-3. export the distilled student as an lc0 .pb.gz and print teacher vs student alone vs distilled student:
+3. export the distilled student as an lc0 .pb.gz, an ONNX model and an lc0 ONNX .pb.gz, and print teacher vs student alone vs distilled student:
    held-out policy loss, top-1 accuracy, value MSE, training and inference positions/s.
 """
 
@@ -22,6 +22,7 @@ from lc0distill.cli import data_from_pgn
 from lc0distill.config import RunConfig, load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
+from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
 from lc0distill.models.net import count_parameters
 from lc0distill.models.store import load_model
 
@@ -112,6 +113,10 @@ def run_quickstart(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
     print("policy loss: cross-entropy with the played move; value MSE: (W - L - result)^2; "
           "train/s, infer/s: positions per second")
-    exported = Path(rows[2][1].train.run_dir) / "final.pb.gz"
-    console.print(f"distilled student exported for lc0: {exported}")
+    run_dir = Path(rows[2][1].train.run_dir)
+    console.print(f"distilled student exported for lc0: {run_dir / 'final.pb.gz'}")
+    student = load_model(run_dir / "final.pt")
+    for target, name in ((ExportTarget.ONNX, "student.onnx"), (ExportTarget.LC0_ONNX, "student-onnx.pb.gz")):
+        report = export_net(student, run_dir / name, ExportOptions(target=target))
+        console.print(f"  and as {target.value}: {report.path} (onnxruntime vs PyTorch: {report.check.describe()})")
     return 0

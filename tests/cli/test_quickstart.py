@@ -8,6 +8,7 @@ import pytest
 from lc0distill.cli import main
 from lc0distill.cli.quickstart import GAMES
 from lc0distill.lc0.weights import read_net
+from lc0distill.nets import load_inference_net
 
 
 def test_shipped_games_are_engine_games_with_evaluations():
@@ -23,6 +24,10 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     for name in ("teacher", "student alone", "distilled student", "policy loss", "infer/s"):
         assert name in out
-    student = read_net(tmp_path / "qs" / "distilled-student" / "final.pb.gz")
+    run_dir = tmp_path / "qs" / "distilled-student"
+    student = read_net(run_dir / "final.pb.gz")
     assert student.config.name == "16x2"
+    for name in ("student.onnx", "student-onnx.pb.gz"):  # checked against PyTorch before being written
+        assert load_inference_net(run_dir / name).config.name == "16x2"
+    assert "and as onnx" in out and "and as lc0-onnx" in out
     assert len(list((tmp_path / "qs" / "chunks").glob("game_*.gz"))) == 300
