@@ -51,9 +51,9 @@ import torch
 
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import builtin_planes
-from lc0distill.export.onnx_graph import INPUT_NAME, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME, build_onnx
-from lc0distill.export.runtime import OnnxNet
-from lc0distill.models.config import ValueHead, preset
+from lc0distill.export.onnx_graph import build_onnx
+from lc0distill.export.runtime import built_onnx_net
+from lc0distill.models.config import preset
 from lc0distill.models.net import SEResNet, count_parameters, flops_per_position
 from lc0distill.nets import load_net
 
@@ -112,14 +112,8 @@ def open_net(role: str, source: str, seed: int) -> Net:
 
 def onnx_session(net: SEResNet, fp16: bool, threads: int) -> ort.InferenceSession:
     """The net exported as lc0's ONNX graph, in an onnxruntime session (via OnnxNet, as `net eval` runs it)."""
-    config = net.config
     model = build_onnx(net, opset=17, fp16=fp16).SerializeToString()
-    runtime = OnnxNet(model, path=f"<{config.name}{' fp16' if fp16 else ''}>", input_name=INPUT_NAME,
-                      policy=POLICY_NAME, wdl=WDL_NAME if config.value == ValueHead.WDL else None,
-                      value=VALUE_NAME if config.value == ValueHead.SCALAR else None,
-                      mlh=MLH_NAME if config.moves_left else None, input_format=config.input_format,
-                      threads=threads)
-    return runtime.session
+    return built_onnx_net(model, net.config, f"<{net.config.name}{' fp16' if fp16 else ''}>", threads).session
 
 
 def planes_for(net: SEResNet, batch: int) -> np.ndarray:

@@ -37,12 +37,19 @@ def register(groups: argparse._SubParsersAction) -> None:
                         help="largest accepted output difference (default 1e-4 fp32, 0.05 fp16 and 16-bit lc0 files)")
     export.add_argument("--check-data", nargs="+", metavar="PATH",
                         help="check on these chunks instead of the built-in positions")
-    export.add_argument("--check-positions", type=int, default=DEFAULT_POSITIONS,
+    export.add_argument("--check-positions", type=_positive, default=DEFAULT_POSITIONS,
                         help="positions to check on (default %(default)s)")
     export.add_argument("--input-format", type=int, help="input format of a raw .onnx that does not say it")
     export.add_argument("--license", default="", help="license text stored in .pb.gz files")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(run=run_export)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from lc0distill.config import RunConfig, load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
 from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
+from lc0distill.export.onnx_graph import build_onnx
+from lc0distill.export.runtime import built_onnx_net
 from lc0distill.models.net import count_parameters
 from lc0distill.models.store import load_model
 
@@ -84,6 +86,17 @@ def _inference_rate(net, batches) -> float:
     return positions / (time.perf_counter() - start)
 
 
+def _onnx_rate(net, batches) -> float:
+    """Positions/s of the same net exported to ONNX and run by onnxruntime, as an engine would run it."""
+    runtime = built_onnx_net(build_onnx(net).SerializeToString(), net.config, f"{net.config.name}.onnx")
+    inputs = [batch.planes.numpy() for batch in batches]
+    runtime.run(inputs[0])
+    start = time.perf_counter()
+    for planes in inputs:
+        runtime.run(planes)
+    return sum(len(p) for p in inputs) / (time.perf_counter() - start)
+
+
 def run_quickstart(args: argparse.Namespace) -> int:
     from lc0distill.train import train
 
@@ -99,20 +112,20 @@ def run_quickstart(args: argparse.Namespace) -> int:
     console.print("[bold]4/4[/] comparing on held-out games")
     _, test_sources = select_sources(rows[0][1].data)
     held_out = list(make_loader(rows[0][1].data, test_sources, passes=1, sample_rate=1))
-    columns = ("net", "size", "params", "policy loss", "top-1", "value MSE", "train/s", "infer/s")
+    columns = ("net", "size", "params", "policy loss", "top-1", "value MSE", "train/s", "infer/s", "onnx/s")
     lines = [columns]
     for name, config, train_rate in rows:
         net = load_model(Path(config.train.run_dir) / "final.pt")
         metrics = evaluate_net(net, held_out)
         lines.append((name, config.net.name, f"{count_parameters(net):,}", f"{metrics['policy_loss']:.4f}",
                       f"{metrics['top1_accuracy']:.3f}", f"{metrics['value_mse']:.4f}", f"{train_rate:,.0f}",
-                      f"{_inference_rate(net, held_out):,.0f}"))
+                      f"{_inference_rate(net, held_out):,.0f}", f"{_onnx_rate(net, held_out):,.0f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     print(f"held out: {sum(len(b) for b in held_out)} positions from {len(test_sources)} games")
     for line in lines:
         print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
     print("policy loss: cross-entropy with the played move; value MSE: (W - L - result)^2; "
-          "train/s, infer/s: positions per second")
+          "train/s, infer/s (PyTorch), onnx/s (exported, onnxruntime): positions per second")
     run_dir = Path(rows[2][1].train.run_dir)
     console.print(f"distilled student exported for lc0: {run_dir / 'final.pb.gz'}")
     student = load_model(run_dir / "final.pt")

@@ -9,6 +9,7 @@ onnx2leela do.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 from dataclasses import dataclass, field
@@ -21,13 +22,12 @@ import torch
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS, check_planes
 from lc0distill.export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME, build_onnx
-from lc0distill.export.runtime import OnnxNet
+from lc0distill.export.runtime import OnnxNet, built_onnx_net
 from lc0distill.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, output_diff
 from lc0distill.fileio import write_atomic
 from lc0distill.lc0 import proto
 from lc0distill.lc0.onnx_net import EmbeddedOnnx, OnnxDataType, onnx_net_message
 from lc0distill.lc0.weights import Encoding, net_from_message, net_message
-from lc0distill.models.config import ValueHead
 from lc0distill.models.net import SEResNet
 
 
@@ -108,7 +108,7 @@ def _gzip_net(message) -> bytes:
 
 def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) -> ExportReport:
     """Export, check against `net` on real positions, then write `out` atomically."""
-    net = net.float().cpu().eval()
+    net = copy.deepcopy(net).float().cpu().eval()  # the caller's net keeps its device, dtype and mode
     planes = check_planes(net.config.input_format, options.check_data, options.check_positions)
     with torch.no_grad():
         reference = net(planes)
@@ -120,10 +120,7 @@ def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) ->
     except onnx.checker.ValidationError as error:  # a bug here, not a user error: say so plainly
         raise ExportCheckFailed(f"onnx.checker rejects the exported model: {error}") from None
     data = model.SerializeToString()
-    runtime = OnnxNet(data, path=str(out), input_name=INPUT_NAME, policy=POLICY_NAME,
-                      wdl=WDL_NAME if net.config.value == ValueHead.WDL else None,
-                      value=VALUE_NAME if net.config.value == ValueHead.SCALAR else None,
-                      mlh=MLH_NAME if net.config.moves_left else None, input_format=net.config.input_format)
+    runtime = built_onnx_net(data, net.config, str(out))
     tolerance = options.tolerance if options.tolerance is not None else (FP16_TOLERANCE if options.fp16 else FP32_TOLERANCE)
     diff = output_diff(reference, runtime(planes))
     _check(diff, tolerance, "onnxruntime on the exported model")

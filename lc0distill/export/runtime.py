@@ -22,7 +22,7 @@ from lc0distill.export.onnx_graph import (
     INPUT_NAME, METADATA_INPUT_FORMAT, METADATA_NET, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME,
 )
 from lc0distill.lc0.onnx_net import EmbeddedOnnx, OnnxDataType
-from lc0distill.models.config import ValueHead
+from lc0distill.models.config import NetConfig, ValueHead
 from lc0distill.models.net import NetOutput
 
 _TINY = np.finfo(np.float32).tiny  # log(0) would make -inf logits (and NaN cross-entropies)
@@ -133,6 +133,14 @@ def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, thr
     if net.names["wdl"] is None and net.names["value"] is None:
         raise Lc0DistillError(f"{path}: no {WDL_NAME} or {VALUE_NAME} output (outputs: {', '.join(sorted(outputs))})")
     return net
+
+
+def built_onnx_net(model: bytes, config: NetConfig, path: str, threads: int = 0) -> OnnxNet:
+    """An ONNX model made by build_onnx from a net with this config (its outputs follow from the heads)."""
+    return OnnxNet(model, path=path, input_name=INPUT_NAME, policy=POLICY_NAME,
+                   wdl=WDL_NAME if config.value == ValueHead.WDL else None,
+                   value=VALUE_NAME if config.value == ValueHead.SCALAR else None,
+                   mlh=MLH_NAME if config.moves_left else None, input_format=config.input_format, threads=threads)
 
 
 def open_embedded_onnx(embedded: EmbeddedOnnx, path: str | os.PathLike, threads: int = 0) -> OnnxNet:
