@@ -27,7 +27,8 @@ class _Section(BaseModel):
 class TeacherConfig(_Section):
     """Who teaches the student. No nets and no snapshot: the student learns from the data alone."""
 
-    nets: list[str] = Field(default_factory=list, description="lc0 .pb.gz nets or lc0distill checkpoints")
+    nets: list[str] = Field(default_factory=list, description="lc0 .pb.gz nets (weights or ONNX), lc0distill "
+                                                              "checkpoints or .onnx models")
     weights: list[float] = Field(default_factory=list, description="ensemble weights (default: equal)")
     snapshot_every: int = Field(0, ge=0, description="N > 0: a frozen copy of the student, refreshed every N steps")
 

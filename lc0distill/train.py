@@ -43,7 +43,7 @@ from lc0distill.evaluate import evaluate_net
 from lc0distill.lc0.weights import write_net
 from lc0distill.models.net import NetOutput, SEResNet
 from lc0distill.models.store import net_state, save_model
-from lc0distill.nets import load_net
+from lc0distill.nets import load_inference_net
 
 Log = Callable[[str], None]
 
@@ -91,7 +91,7 @@ def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
         return None
     nets = []
     for path in teacher_config.nets:
-        net = load_net(path)
+        net = load_inference_net(path, need_input_format=False)  # a trainable net, or ONNX in onnxruntime
         check_compatible(student, net, path, distil_value=config.loss.value_distill > 0)
         nets.append(net)
     return NetTeacher(nets, teacher_config.weights or None).to(device)

@@ -131,5 +131,5 @@ def run_quickstart(args: argparse.Namespace) -> int:
     student = load_model(run_dir / "final.pt")
     for target, name in ((ExportTarget.ONNX, "student.onnx"), (ExportTarget.LC0_ONNX, "student-onnx.pb.gz")):
         report = export_net(student, run_dir / name, ExportOptions(target=target))
-        console.print(f"  and as {target.value}: {report.path} (onnxruntime vs PyTorch: {report.check.describe()})")
+        print(f"  and as {target.value}: {report.path}\n    onnxruntime vs PyTorch, {report.check.describe()}")
     return 0

@@ -1,18 +1,32 @@
 """Teachers: fixed nets (lc0 files or checkpoints, alone or as a weighted ensemble) or a frozen snapshot of
-the student. Always in eval mode and without gradients; any SEResNet with the same outputs can teach any other.
+the student. Always in eval mode and without gradients; any net with the same outputs can teach any other, also
+an exported ONNX net (run by onnxruntime: an lc0 net converted by leela2onnx can teach, whatever its body).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
 from lc0distill.errors import Lc0DistillError
 from lc0distill.models.config import ValueHead
-from lc0distill.models.net import SEResNet
+from lc0distill.models.net import NetOutput, SEResNet
+
+
+class ExportedNet(Protocol):
+    """A net run outside PyTorch (an ONNX model in onnxruntime): the same call, and the config fields used here."""
+
+    config: Any
+
+    def eval(self) -> Any: ...
+
+    def __call__(self, planes: torch.Tensor) -> NetOutput: ...
+
+
+Net = SEResNet | ExportedNet
 
 
 @dataclass
@@ -21,8 +35,12 @@ class TeacherOutput:
     wdl: torch.Tensor | None  # (B, 3) win/draw/loss probabilities (weighted mean over the ensemble)
 
 
-def check_compatible(student: SEResNet, teacher: SEResNet, name: str, distil_value: bool) -> None:
+def check_compatible(student: SEResNet, teacher: Net, name: str, distil_value: bool) -> None:
     """Stop at start, with a clear message, if the teacher cannot teach this student."""
+    if teacher.config.input_format is None:
+        raise Lc0DistillError(f"teacher {name} does not say its input format (lc0's leela2onnx files do not): "
+                              f"wrap it first with lc0distill export {name} --to lc0-onnx --input-format N --out "
+                              f"teacher.pb.gz")
     if teacher.config.input_format != student.config.input_format:
         raise Lc0DistillError(f"teacher {name} reads input format {teacher.config.input_format} but the student "
                               f"(and its data) use {student.config.input_format}: their planes differ")
@@ -31,17 +49,18 @@ def check_compatible(student: SEResNet, teacher: SEResNet, name: str, distil_val
                               "(set loss.value_distill to 0 to distil the policy only)")
 
 
-def _frozen(net: SEResNet) -> SEResNet:
+def _frozen(net: Net) -> Net:
     net.eval()
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
+    if isinstance(net, torch.nn.Module):
+        for parameter in net.parameters():
+            parameter.requires_grad_(False)
     return net
 
 
 class NetTeacher:
     """One or more fixed nets. An ensemble mixes the probabilities with the given weights."""
 
-    def __init__(self, nets: Sequence[SEResNet], weights: Sequence[float] | None = None):
+    def __init__(self, nets: Sequence[Net], weights: Sequence[float] | None = None):
         if not nets:
             raise ValueError("a teacher needs at least one net")
         self.nets = [_frozen(net) for net in nets]
@@ -51,7 +70,8 @@ class NetTeacher:
         self.weights = [w / sum(raw) for w in raw]
 
     def to(self, device: torch.device | str) -> "NetTeacher":
-        self.nets = [net.to(device) for net in self.nets]
+        # ONNX teachers stay in onnxruntime (its own device choice) and return tensors on the planes' device
+        self.nets = [net.to(device) if isinstance(net, torch.nn.Module) else net for net in self.nets]
         return self
 
     @torch.no_grad()

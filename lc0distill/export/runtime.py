@@ -84,7 +84,8 @@ class OnnxNet:
         return {role: np.asarray(r, dtype=np.float32) for role, r in zip(wanted, results)}
 
     def __call__(self, planes: torch.Tensor) -> NetOutput:
-        out = {role: torch.from_numpy(a) for role, a in self.run(planes.detach().float().cpu().numpy()).items()}
+        raw = self.run(planes.detach().float().cpu().numpy())
+        out = {role: torch.from_numpy(a).to(planes.device) for role, a in raw.items()}
         wdl = out.get("wdl")
         return NetOutput(
             policy_logits=out["policy"],

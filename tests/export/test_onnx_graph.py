@@ -147,3 +147,32 @@ def test_a_broken_onnx_file_is_a_one_line_error(tmp_path, capsys):
     assert main(["net", "eval", str(bad), "--fen", "8/8/8/8/8/8/8/K1k5 w - - 0 1"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and err.count("\n") == 1
+
+
+def test_an_onnx_teacher_teaches_what_the_pytorch_teacher_teaches(tmp_path, selfplay_dir, capsys):
+    """lc0's own leela2onnx file (wrapped as an lc0 ONNX .pb.gz) as the teacher, next to maia-1900 itself: the
+    distillation losses of the same run agree step by step (the teachers differ by float rounding only)."""
+    import json
+
+    from lc0distill.cli import main
+
+    wrapped = tmp_path / "maia-onnx.pb.gz"
+    assert main(["export", str(LEELA2ONNX), "--to", "lc0-onnx", "--out", str(wrapped), "--input-format", "1"]) == 0
+    assert main(["train", "data.paths=[x]", f"teacher.nets=[{LEELA2ONNX}]", "train.steps=1",
+                 f"train.run_dir={tmp_path / 'x'}"]) == 2
+    assert "--input-format" in capsys.readouterr().err  # a raw lc0 .onnx does not say its input format
+    losses = {}
+    for name, teacher in (("pytorch", MAIA), ("onnx", wrapped)):
+        run_dir = tmp_path / name
+        argv = ["train", f"data.paths=[{selfplay_dir}]", "data.workers=0", "data.batch_size=48",
+                "data.sample_rate=1", "data.shuffle_buffer=600", "net.size=16x2", "train.steps=6",
+                "train.log_every=2", "train.eval_every=6", "train.eval_positions=100", "train.checkpoint_every=6",
+                f"train.run_dir={run_dir}", f"teacher.nets=[{teacher}]", "loss.teacher_weight.weight=0.7",
+                "export.lc0=false"]
+        assert main(argv) == 0
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [(r["step"], r["policy_distill"], r["value_distill"]) for r in records if r["kind"] == "train"]
+    assert len(losses["pytorch"]) == 3
+    for (step_a, policy_a, value_a), (step_b, policy_b, value_b) in zip(losses["pytorch"], losses["onnx"]):
+        assert step_a == step_b
+        assert policy_b == pytest.approx(policy_a, rel=1e-4) and value_b == pytest.approx(value_a, rel=1e-4)
