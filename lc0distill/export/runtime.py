@@ -49,7 +49,7 @@ class OnnxNet:
     """An ONNX chess net in onnxruntime. Call it like SEResNet; `.run(planes)` gives the raw named outputs."""
 
     def __init__(self, model: bytes, *, path: str, input_name: str, policy: str, wdl: str | None,
-                 value: str | None, mlh: str | None, input_format: int, threads: int = 0):
+                 value: str | None, mlh: str | None, input_format: int | None, threads: int = 0):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
         options.log_severity_level = 3

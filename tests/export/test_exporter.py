@@ -78,6 +78,14 @@ def test_fp16_export_runs_in_float16_within_its_tolerance(tmp_path):
     assert runtime.run(np.zeros((3, 112, 8, 8), np.float32))["policy"].dtype == np.float32
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("opset", [13, 18])
+def test_every_variant_in_fp16(tmp_path, variant, opset):
+    report = export_net(random_net(**VARIANTS[variant]), tmp_path / "net16.onnx",
+                        ExportOptions(target=ExportTarget.ONNX, fp16=True, opset=opset))
+    assert report.check.worst < 0.05 and report.data_type == "float16"
+
+
 def test_dynamic_batch_axis(tmp_path):
     net = random_net()
     runtime = OnnxNet(build_onnx(net).SerializeToString(), path="x", input_name="/input/planes",
