@@ -78,6 +78,8 @@ class TrainConfig(_Section):
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA")
     swa_every: int = Field(0, ge=0, description="N > 0: average the weights every N steps (SWA)")
     swa_max_models: int = Field(10, gt=0, description="SWA weights the newest model at least 1/N")
+    threads: int = Field(0, ge=0, description="CPU threads of the training process (PyTorch and ONNX teachers); "
+                                              "0: the libraries' default, all cores")
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the student")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")

@@ -53,15 +53,16 @@ def load_net(path: str | os.PathLike) -> SEResNet:
 
 
 def load_inference_net(path: str | os.PathLike, input_format: int | None = None,
-                       need_input_format: bool = True) -> SEResNet | OnnxNet:
+                       need_input_format: bool = True, threads: int = 0) -> SEResNet | OnnxNet:
     """Any net, for evaluation. `input_format` is needed only for raw ONNX files that do not say theirs (with
-    need_input_format=False such a file opens with input_format None: enough to describe it)."""
+    need_input_format=False such a file opens with input_format None: enough to describe it). `threads`: of
+    onnxruntime (0: all cores)."""
     kind = net_file_kind(path)
     if kind == NetFileKind.TORCH:
         return load_model(path)
     if kind == NetFileKind.ONNX:
-        return open_onnx_file(path, input_format, need_input_format=need_input_format)
+        return open_onnx_file(path, input_format, threads, need_input_format=need_input_format)
     message = open_net(path)
     if is_onnx_net(message):
-        return open_embedded_onnx(embedded_onnx(message, path), path)
+        return open_embedded_onnx(embedded_onnx(message, path), path, threads)
     return net_from_message(message, path)

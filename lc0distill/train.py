@@ -91,7 +91,8 @@ def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
         return None
     nets = []
     for path in teacher_config.nets:
-        net = load_inference_net(path, need_input_format=False)  # a trainable net, or ONNX in onnxruntime
+        net = load_inference_net(path, need_input_format=False,  # a trainable net, or ONNX in onnxruntime
+                                 threads=config.train.threads)
         check_compatible(student, net, path, distil_value=config.loss.value_distill > 0)
         nets.append(net)
     return NetTeacher(nets, teacher_config.weights or None).to(device)
@@ -164,6 +165,8 @@ class Run:
         if self.world > 1:
             self._init_distributed()
         self.run_dir = Path(config.train.run_dir)
+        if config.train.threads:  # several processes on few cores stall each other's thread pools
+            torch.set_num_threads(config.train.threads)
         seed_everything(config.train.seed)
         self.student = SEResNet(config.net).to(self.device)
         if config.train.channels_last:

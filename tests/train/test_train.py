@@ -141,3 +141,13 @@ def test_evaluate_nets_side_by_side(capsys, lc0_data):
     metrics = nets[str(maia)]
     assert metrics["positions"] >= 400 and 0 < metrics["policy_loss"] < 3 and metrics["top1_accuracy"] > 0.3
     assert metrics["value_mse"] is not None and metrics["moves_left_mae"] is None
+
+
+def test_train_threads_sets_the_thread_pool(tmp_path, lc0_data):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["train", *_args(lc0_data, tmp_path / "run", 2, "train.threads=1", "export.lc0=false")]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
