@@ -88,6 +88,10 @@ class TrainConfig(_Section):
     eval_every: int = Field(500, ge=0, description="0: only at the end")
     eval_positions: int = Field(20000, gt=0, description="held-out positions per evaluation")
     checkpoint_every: int = Field(500, gt=0)
+    resume_data: Literal["auto", "replay", "reseed"] = Field(
+        "auto", description="on resume, replay: re-read the data stream to the batch reached (exact, but the "
+                            "cost grows with the data consumed); reseed: start a new stream at once (nothing "
+                            "lost, another order); auto: replay up to 20M records to read, else reseed")
     run_dir: str = Field("runs/run", description="checkpoints, logs, the resolved config and the final net")
 
 

@@ -2,8 +2,9 @@
 
 One step: next batch -> student (and teacher, frozen) -> loss parts (lc0distill.distill.losses) weighted by
 the schedules -> backward, clip, optimizer step, SWA. Every `checkpoint_every` steps the whole state is
-written atomically; a run started again in the same run_dir resumes exactly where its last checkpoint left it
-(the data stream is replayed deterministically up to the batch it had reached). Rank 0 writes the logs
+written atomically; a run started again in the same run_dir resumes where its last checkpoint left it: the
+data stream is replayed deterministically up to the batch it had reached (exact), or, when that would mean
+reading too much (train.resume_data), a new stream starts there (nothing lost, another order). Rank 0 writes the logs
 (metrics.jsonl, TensorBoard) and checkpoints; under torchrun the student is wrapped in DDP.
 """
 
@@ -65,6 +66,17 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise Lc0DistillError(f"train.device={name}, but no CUDA device is available")
     return device
+
+
+AUTO_REPLAY_RECORDS = 20_000_000  # about a minute of reading: beyond it, resume_data=auto starts a new stream
+
+
+@dataclass(frozen=True)
+class DataStream:
+    """The training data stream in use: the batch it started at and its seed offset (the test stream uses 1)."""
+
+    start: int = 0
+    seed_offset: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -176,6 +188,7 @@ class Run:
         self.swa = SWA(self.student, config.train.swa_max_models) if config.train.swa_every else None
         self.step = 0
         self.batches_consumed = 0
+        self.stream = DataStream()
         self.scaler = torch.amp.GradScaler(enabled=config.train.amp == "fp16" and self.device.type == "cuda")
         self.train_sources, self.test_sources = select_sources(config.data)
         self.forward = self._wrapped_student()
@@ -204,7 +217,9 @@ class Run:
                 "swa": None if self.swa is None else {"model": self.swa.model.state_dict(), "count": self.swa.count},
                 "snapshot": None if not isinstance(self.teacher, SnapshotTeacher) else
                 {"model": self.teacher.net.state_dict(), "taken_at": self.teacher.taken_at},
-                "step": self.step, "batches_consumed": self.batches_consumed, "rng": rng_state()}
+                "step": self.step, "batches_consumed": self.batches_consumed,
+                "data_stream": {"start": self.stream.start, "seed_offset": self.stream.seed_offset},
+                "rng": rng_state()}
 
     def restore(self, state: dict) -> None:
         self.student.load_state_dict(state["model"])
@@ -217,6 +232,7 @@ class Run:
             self.teacher.net.load_state_dict(state["snapshot"]["model"])
             self.teacher.taken_at = state["snapshot"]["taken_at"]
         self.step, self.batches_consumed = state["step"], state["batches_consumed"]
+        self.stream = DataStream(**state.get("data_stream", {}))  # older checkpoints: one stream from the start
         restore_rng(state["rng"])
 
     def save(self) -> None:
@@ -225,17 +241,30 @@ class Run:
 
     # -- data -------------------------------------------------------------------------------------------
     def batches(self):
-        """Training batches from where the run stands: the stream is replayed, skipped batches not expanded."""
+        """Training batches from where the run stands: the current stream is replayed to the batch reached
+        (skipped batches are not expanded), or a new stream starts there (train.resume_data)."""
+        skip = self.batches_consumed - self.stream.start
+        if skip and self._reseed(skip):
+            self.stream = DataStream(start=self.batches_consumed, seed_offset=2 + self.batches_consumed)
+            self.log(f"data: a new stream from batch {self.batches_consumed} (seed offset "
+                     f"{self.stream.seed_offset}) instead of re-reading {skip:,} batches")
+            skip = 0
         loader = make_loader(self.config.data, self.train_sources, passes=None, rank=self.rank,
-                             world_size=self.world, device=str(self.device))
+                             world_size=self.world, device=str(self.device), seed_offset=self.stream.seed_offset)
         self.train_loader = loader
-        skip = self.batches_consumed
         for packed in loader.packed_batches():
             if skip:
                 skip -= 1
                 continue
             self.batches_consumed += 1
             yield make_batch(packed, self.device, self.config.data.q_source, self.config.data.rule50)
+
+    def _reseed(self, skip: int) -> bool:
+        mode = self.config.train.resume_data
+        if mode != "auto":
+            return mode == "reseed"
+        data = self.config.data
+        return skip * data.batch_size * data.sample_rate > AUTO_REPLAY_RECORDS
 
     def test_batches(self):
         loader = make_loader(self.config.data, self.test_sources, passes=1, device=str(self.device), sample_rate=1,

@@ -151,3 +151,27 @@ def test_train_threads_sets_the_thread_pool(tmp_path, lc0_data):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_resume_with_a_new_stream_then_replay_within_it(tmp_path, lc0_data, capsys):
+    """resume_data=reseed starts a new data stream at the batch reached (no re-reading); a later resume replays
+    that stream exactly."""
+    common = ("train.log_every=1", "train.eval_every=0", "train.checkpoint_every=2", "export.lc0=false")
+
+    def run(run_dir, steps, *extra):
+        assert main(["train", *_args(lc0_data, run_dir, steps, *common, *extra)]) == 0
+        return capsys.readouterr().out
+
+    straight, reseeded, twice = tmp_path / "straight", tmp_path / "reseeded", tmp_path / "twice"
+    run(straight, 8)
+    run(reseeded, 4)
+    assert "a new stream from batch 4" in run(reseeded, 8, "train.resume_data=reseed")
+    run(twice, 4)
+    run(twice, 6, "train.resume_data=reseed")
+    assert "a new stream" not in run(twice, 8, "train.resume_data=replay")
+    a, b, c = _records(straight, "train"), _records(reseeded, "train"), _records(twice, "train")
+    assert [a[s]["total"] for s in range(1, 5)] == pytest.approx([b[s]["total"] for s in range(1, 5)], rel=1e-6)
+    assert b[5]["policy"] != pytest.approx(a[5]["policy"], rel=1e-4)  # other positions after the reseed
+    for step in range(5, 9):  # the same new stream, replayed from its start to batch 6
+        assert c[step]["total"] == pytest.approx(b[step]["total"], rel=1e-5), step
+    assert load_checkpoint(twice / LATEST)["data_stream"] == {"start": 4, "seed_offset": 6}
