@@ -1,8 +1,8 @@
 """Open any net a command is given: an lc0 `.pb.gz` (weights or embedded ONNX), an lc0distill net file /
 checkpoint (`.pt`), or a raw `.onnx` model.
 
-`load_net` gives a trainable SEResNet (teachers, students, export sources); `load_inference_net` also accepts
-ONNX nets, run with onnxruntime behind the same call (evaluation, `net eval`).
+`load_net` gives a trainable SEResNet; `load_inference_net` also accepts ONNX nets, run with onnxruntime behind
+the same call (evaluation, `net eval`, teachers, export sources).
 """
 
 from __future__ import annotations
@@ -47,22 +47,22 @@ def load_net(path: str | os.PathLike) -> SEResNet:
     if kind == NetFileKind.TORCH:
         return load_model(path)
     if kind == NetFileKind.ONNX:
-        raise Lc0DistillError(f"{path}: an ONNX model can be evaluated (net eval, evaluate) but not trained or "
-                              f"used as a teacher: give the .pt or .pb.gz it was exported from")
+        raise Lc0DistillError(f"{path}: an ONNX model can be evaluated or teach, but not be trained: give the "
+                              f".pt or .pb.gz it was exported from")
     return read_net(path)
 
 
 def load_inference_net(path: str | os.PathLike, input_format: int | None = None,
-                       need_input_format: bool = True, threads: int = 0) -> SEResNet | OnnxNet:
+                       need_input_format: bool = True, threads: int = 0, device: str = "cpu") -> SEResNet | OnnxNet:
     """Any net, for evaluation. `input_format` is needed only for raw ONNX files that do not say theirs (with
-    need_input_format=False such a file opens with input_format None: enough to describe it). `threads`: of
-    onnxruntime (0: all cores)."""
+    need_input_format=False such a file opens with input_format None: enough to describe it). `threads` and
+    `device` ("cpu", "cuda:N") are onnxruntime's for ONNX nets (threads 0: all cores)."""
     kind = net_file_kind(path)
     if kind == NetFileKind.TORCH:
         return load_model(path)
     if kind == NetFileKind.ONNX:
-        return open_onnx_file(path, input_format, threads, need_input_format=need_input_format)
+        return open_onnx_file(path, input_format, threads, need_input_format=need_input_format, device=device)
     message = open_net(path)
     if is_onnx_net(message):
-        return open_embedded_onnx(embedded_onnx(message, path), path, threads)
+        return open_embedded_onnx(embedded_onnx(message, path), path, threads, device)
     return net_from_message(message, path)

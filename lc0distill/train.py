@@ -104,7 +104,7 @@ def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
     nets = []
     for path in teacher_config.nets:
         net = load_inference_net(path, need_input_format=False,  # a trainable net, or ONNX in onnxruntime
-                                 threads=config.train.threads)
+                                 threads=config.train.threads, device=str(device))
         check_compatible(student, net, path, distil_value=config.loss.value_distill > 0)
         nets.append(net)
     return NetTeacher(nets, teacher_config.weights or None).to(device)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from lc0distill.cli.arguments import input_format, positive_int
+from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS
 from lc0distill.export.exporter import ExportOptions, ExportTarget, convert_onnx_net, export_net
 from lc0distill.export.onnx_graph import DEFAULT_OPSET
@@ -30,38 +32,43 @@ def register(groups: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, metavar="FILE", help="the file to write (atomically)")
     export.add_argument("--fp16", action="store_true",
                         help="float16 weights, input and outputs (ONNX); FLOAT16 layers (lc0, needs lc0 >= 0.33)")
-    export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 9-22 (default: lc0's %(default)s)")
+    export.add_argument("--opset", type=int, help=f"ONNX opset, 9-22 (default: lc0's {DEFAULT_OPSET})")
     export.add_argument("--encoding", choices=[e.value for e in Encoding],
                         help="layer encoding of --to lc0 (default linear16, as lc0's trainers write)")
     export.add_argument("--tolerance", type=float,
                         help="largest accepted output difference (default 1e-4 fp32, 0.05 fp16 and 16-bit lc0 files)")
     export.add_argument("--check-data", nargs="+", metavar="PATH",
                         help="check on these chunks instead of the built-in positions")
-    export.add_argument("--check-positions", type=_positive, default=DEFAULT_POSITIONS,
-                        help="positions to check on (default %(default)s)")
-    export.add_argument("--input-format", type=int, help="input format of a raw .onnx that does not say it")
+    export.add_argument("--check-positions", type=positive_int,
+                        help=f"positions to check on (default {DEFAULT_POSITIONS})")
+    export.add_argument("--input-format", type=input_format, help="input format of a raw .onnx that does not say it")
     export.add_argument("--license", default="", help="license text stored in .pb.gz files")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(run=run_export)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_CONVERSION_IGNORES = ("fp16", "opset", "encoding", "tolerance", "check_data", "check_positions")
+
+
+def _refuse(args: argparse.Namespace, options: tuple[str, ...], why: str) -> None:
+    """Options that would be silently ignored for this source are an error instead."""
+    given = [f"--{name.replace('_', '-')}" for name in options if getattr(args, name) not in (None, False)]
+    if given:
+        raise Lc0DistillError(f"{args.net}: {', '.join(given)} cannot apply here ({why})")
 
 
 def run_export(args: argparse.Namespace) -> int:
     target = ExportTarget(args.to)
     net = load_inference_net(args.net, args.input_format)
     if isinstance(net, OnnxNet):
+        _refuse(args, _CONVERSION_IGNORES, "an ONNX net is copied unchanged between containers")
         report = convert_onnx_net(net, args.out, target, args.license)
     else:
-        options = ExportOptions(target=target, fp16=args.fp16, opset=args.opset,
+        _refuse(args, ("input_format",), "the net says its own input format")
+        options = ExportOptions(target=target, fp16=args.fp16, opset=args.opset or DEFAULT_OPSET,
                                 encoding=Encoding(args.encoding) if args.encoding else None,
                                 tolerance=args.tolerance, check_data=args.check_data,
-                                check_positions=args.check_positions, license=args.license)
+                                check_positions=args.check_positions or DEFAULT_POSITIONS, license=args.license)
         report = export_net(net, args.out, options)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=1)

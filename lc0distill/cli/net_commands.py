@@ -10,6 +10,7 @@ import chess
 import numpy as np
 import onnx
 
+from lc0distill.cli.arguments import input_format
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.runtime import OnnxNet
 from lc0distill.lc0.weights import read_net_info
@@ -31,7 +32,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                                description="File format, filters x blocks, heads, input format, parameter "
                                            "count and FLOPs per position of a net.")
     info.add_argument("net", metavar="NET", help=NET_HELP)
-    info.add_argument("--input-format", type=int, help=INPUT_FORMAT_HELP)
+    info.add_argument("--input-format", type=input_format, help=INPUT_FORMAT_HELP)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=run_info)
     evaluate = commands.add_parser(
@@ -39,7 +40,7 @@ def register(groups: argparse._SubParsersAction) -> None:
         description="Evaluate one position as the lc0 engine's raw net output: policy over the legal moves "
                     "(softmax over legal moves only), WDL, Q = W - L, moves-left.")
     evaluate.add_argument("net", metavar="NET", help=NET_HELP)
-    evaluate.add_argument("--input-format", type=int, help=INPUT_FORMAT_HELP)
+    evaluate.add_argument("--input-format", type=input_format, help=INPUT_FORMAT_HELP)
     where = evaluate.add_mutually_exclusive_group(required=True)
     where.add_argument("--fen", help="the position (history planes are filled as lc0 does for a FEN)")
     where.add_argument("--moves", help='UCI moves from the start position, e.g. "e2e4 e7e5" (real history)')

@@ -8,6 +8,7 @@ import os
 import sys
 
 from lc0distill.chunks.config import DataConfig, make_loader
+from lc0distill.cli.arguments import input_format
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.config import load_config
 from lc0distill.errors import Lc0DistillError
@@ -33,7 +34,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     evaluate.add_argument("nets", nargs="+", metavar="NET",
                           help="lc0 .pb.gz nets (weights or embedded ONNX), lc0distill .pt files or .onnx models "
                                "(ONNX nets run with onnxruntime)")
-    evaluate.add_argument("--input-format", type=int,
+    evaluate.add_argument("--input-format", type=input_format,
                           help="input format of raw .onnx nets that do not say it (lc0's leela2onnx files)")
     evaluate.add_argument("--data", nargs="+", required=True, metavar="PATH", help="chunks, folders or .tar files")
     evaluate.add_argument("--positions", type=int, default=50000, help="at most this many (default %(default)s)")

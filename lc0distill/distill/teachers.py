@@ -70,7 +70,8 @@ class NetTeacher:
         self.weights = [w / sum(raw) for w in raw]
 
     def to(self, device: torch.device | str) -> "NetTeacher":
-        # ONNX teachers stay in onnxruntime (its own device choice) and return tensors on the planes' device
+        # ONNX teachers run where they were opened (onnxruntime: CPU, or the run's GPU with onnxruntime-gpu)
+        # and return tensors on the planes' device
         self.nets = [net.to(device) if isinstance(net, torch.nn.Module) else net for net in self.nets]
         return self
 

@@ -54,7 +54,7 @@ def builtin_planes(input_format: int, positions: int = DEFAULT_POSITIONS) -> tor
 
 
 def chunk_planes(paths: list[str], positions: int = DEFAULT_POSITIONS) -> torch.Tensor:
-    """(N, 112, 8, 8): up to `positions` records of the chunks, in file order (every record of a chunk)."""
+    """(N, 112, 8, 8): the first `positions` records the loader gives (its seeded chunk order, every record)."""
     sources = list(find_chunks(paths))
     if not sources:
         raise Lc0DistillError(f"no chunks found in {', '.join(paths)}")

@@ -39,22 +39,26 @@ class OnnxNetInfo:
     data_type: str  # float32 / float16
 
 
-def providers() -> list[str]:
-    """CUDA when this onnxruntime build has it, else CPU."""
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+def providers(device: str = "cpu") -> list:
+    """onnxruntime providers for a torch-style device name: "cpu", or "cuda[:N]" when this onnxruntime build
+    has CUDA (onnxruntime-gpu), with CPU as the fallback for any node CUDA lacks."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        index = int(device.partition(":")[2] or 0)
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 class OnnxNet:
     """An ONNX chess net in onnxruntime. Call it like SEResNet; `.run(planes)` gives the raw named outputs."""
 
     def __init__(self, model: bytes, *, path: str, input_name: str, policy: str, wdl: str | None,
-                 value: str | None, mlh: str | None, input_format: int | None, threads: int = 0):
+                 value: str | None, mlh: str | None, input_format: int | None, threads: int = 0,
+                 device: str = "cpu"):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(model, options, providers=providers())
+            self.session = ort.InferenceSession(model, options, providers=providers(device))
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise Lc0DistillError(f"{path}: onnxruntime cannot load the model ({str(error).splitlines()[0]})") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -111,7 +115,7 @@ def is_onnx_file(path: str | os.PathLike) -> bool:
 
 
 def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, threads: int = 0,
-                   need_input_format: bool = True) -> OnnxNet:
+                   need_input_format: bool = True, device: str = "cpu") -> OnnxNet:
     """A raw ONNX file with lc0's tensor names. lc0's own files do not say their input format: pass it."""
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -130,7 +134,8 @@ def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, thr
                   else (inputs[0] if len(inputs) == 1 else INPUT_NAME), policy=POLICY_NAME,
                   wdl=WDL_NAME if WDL_NAME in outputs else None,
                   value=VALUE_NAME if VALUE_NAME in outputs and WDL_NAME not in outputs else None,
-                  mlh=MLH_NAME if MLH_NAME in outputs else None, input_format=input_format, threads=threads)
+                  mlh=MLH_NAME if MLH_NAME in outputs else None, input_format=input_format, threads=threads,
+                  device=device)
     if net.names["wdl"] is None and net.names["value"] is None:
         raise Lc0DistillError(f"{path}: no {WDL_NAME} or {VALUE_NAME} output (outputs: {', '.join(sorted(outputs))})")
     return net
@@ -144,9 +149,10 @@ def built_onnx_net(model: bytes, config: NetConfig, path: str, threads: int = 0)
                    mlh=MLH_NAME if config.moves_left else None, input_format=config.input_format, threads=threads)
 
 
-def open_embedded_onnx(embedded: EmbeddedOnnx, path: str | os.PathLike, threads: int = 0) -> OnnxNet:
+def open_embedded_onnx(embedded: EmbeddedOnnx, path: str | os.PathLike, threads: int = 0,
+                       device: str = "cpu") -> OnnxNet:
     if embedded.data_type == OnnxDataType.BFLOAT16:
         raise Lc0DistillError(f"{path}: bfloat16 ONNX nets are not supported here (float32 and float16 are)")
     return OnnxNet(embedded.model, path=str(path), input_name=embedded.input_planes, policy=embedded.output_policy,
                    wdl=embedded.output_wdl, value=embedded.output_value, mlh=embedded.output_mlh,
-                   input_format=embedded.input_format, threads=threads)
+                   input_format=embedded.input_format, threads=threads, device=device)

@@ -155,7 +155,7 @@ def test_scalar_value_net_in_lc0_onnx_names_output_value(tmp_path):
 def test_onnx_nets_cannot_be_trained_from(tmp_path):
     out = tmp_path / "net.onnx"
     export_net(random_net(), out, ExportOptions(target=ExportTarget.ONNX))
-    with pytest.raises(Lc0DistillError, match="evaluated .* but not trained"):
+    with pytest.raises(Lc0DistillError, match="evaluated or teach, but not be trained"):
         load_net(out)
 
 
@@ -236,3 +236,33 @@ def test_cli_export_json_and_onnx_nets_in_net_eval_and_evaluate(tmp_path, distil
     info = json.loads(capsys.readouterr().out)
     assert info["size"] == "16x2" and info["input_format"] == 1 and info["outputs"] == [
         "/output/policy", "/output/wdl", "/output/mlh"]
+
+
+def test_export_cli_mistakes_are_one_line_errors(tmp_path, capsys):
+    from lc0distill.cli import main
+    from lc0distill.models.store import save_model
+
+    source = tmp_path / "net.pt"
+    save_model(random_net(), source)
+    onnx_file = tmp_path / "net.onnx"
+    assert main(["export", str(source), "--to", "onnx", "--out", str(onnx_file)]) == 0
+    capsys.readouterr()
+    cases = [
+        (["export", str(onnx_file), "--to", "lc0-onnx", "--out", str(tmp_path / "a.pb.gz"), "--fp16"],
+         "--fp16 cannot apply here (an ONNX net is copied unchanged"),
+        (["export", str(source), "--to", "onnx", "--out", str(tmp_path / "b.onnx"), "--input-format", "3"],
+         "--input-format cannot apply here"),
+        (["export", str(source), "--to", "onnx", "--out", str(tmp_path)], "is a folder"),
+        (["export", str(source), "--to", "lc0", "--out", str(tmp_path / "c.pb.gz"), "--fp16", "--encoding",
+          "bfloat16"], "--fp16 and --encoding bfloat16 disagree"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    for argv in (["net", "eval", str(onnx_file), "--input-format", "99", "--fen", "8/8/8/8/8/8/8/K1k5 w - - 0 1"],
+                 ["export", str(source), "--to", "onnx", "--out", "x.onnx", "--check-positions", "0"]):
+        with pytest.raises(SystemExit) as raised:  # argparse's usage error
+            main(argv)
+        assert raised.value.code == 2
+        assert "error:" in capsys.readouterr().err

@@ -1,0 +1,22 @@
+"""Argument types shared by the commands: a bad value is argparse's one-line usage error, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+
+from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
+
+
+def input_format(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else None
+    if value not in SUPPORTED_INPUT_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an input format lc0 writes "
+                                         f"({', '.join(map(str, sorted(SUPPORTED_INPUT_FORMATS)))})")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1 is needed")
+    return value
