@@ -13,7 +13,8 @@ from lc0distill.export.exporter import ExportOptions, ExportTarget, convert_onnx
 from lc0distill.export.onnx_graph import DEFAULT_OPSET
 from lc0distill.export.runtime import OnnxNet
 from lc0distill.lc0.weights import Encoding
-from lc0distill.nets import load_inference_net
+from lc0distill.models.store import model_from_state, read_state
+from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -59,7 +60,12 @@ def _refuse(args: argparse.Namespace, options: tuple[str, ...], why: str) -> Non
 
 def run_export(args: argparse.Namespace) -> int:
     target = ExportTarget(args.to)
-    net = load_inference_net(args.net, args.input_format)
+    steps = None
+    if net_file_kind(args.net) == NetFileKind.TORCH:  # a checkpoint knows its step: lc0 files record it
+        state = read_state(args.net)
+        net, steps = model_from_state(state), state.get("step")
+    else:
+        net = load_inference_net(args.net, args.input_format)
     if isinstance(net, OnnxNet):
         _refuse(args, _CONVERSION_IGNORES, "an ONNX net is copied unchanged between containers")
         report = convert_onnx_net(net, args.out, target, args.license)
@@ -68,7 +74,8 @@ def run_export(args: argparse.Namespace) -> int:
         options = ExportOptions(target=target, fp16=args.fp16, opset=args.opset or DEFAULT_OPSET,
                                 encoding=Encoding(args.encoding) if args.encoding else None,
                                 tolerance=args.tolerance, check_data=args.check_data,
-                                check_positions=args.check_positions or DEFAULT_POSITIONS, license=args.license)
+                                check_positions=args.check_positions or DEFAULT_POSITIONS, license=args.license,
+                                training_steps=steps)
         report = export_net(net, args.out, options)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
 import torch
 
 from lc0distill.errors import Lc0DistillError
@@ -34,13 +35,28 @@ def save_model(model: SEResNet, path: str | os.PathLike) -> None:
 
 def load_model(path: str | os.PathLike) -> SEResNet:
     """A net from an lc0distill net file or training checkpoint, in eval mode."""
+    return model_from_state(read_state(path))
+
+
+def model_from_state(state: dict) -> SEResNet:
+    model = SEResNet(NetConfig.model_validate(state["net_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+# Checkpoints hold numpy's RNG state (a uint32 array): allow just the numpy types that takes, so that reading
+# a net from any checkpoint stays a weights-only load (no arbitrary code from a file someone sent).
+_CHECKPOINT_NUMPY_TYPES = [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    """The saved dict of a net file or checkpoint (checked to hold a net; checkpoints also hold `step`)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_CHECKPOINT_NUMPY_TYPES):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many kinds (pickle, zip, runtime) for a foreign file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise Lc0DistillError(f"{path}: not a readable lc0distill net or checkpoint ({reason})") from None
     if not isinstance(state, dict) or "net_config" not in state or "model" not in state:
         raise Lc0DistillError(f"{path}: not an lc0distill net or checkpoint (no net_config and model)")
-    model = SEResNet(NetConfig.model_validate(state["net_config"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return state

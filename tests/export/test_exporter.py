@@ -203,6 +203,12 @@ def test_distilled_student_exported_three_ways_reloads_with_the_same_outputs(tmp
     # The ONNX model inside the .pb.gz is the .onnx file's model.
     assert read_onnx_net(files["lc0-onnx"]).model == files["onnx"].read_bytes()
     assert read_net(files["lc0"]).config.moves_left
+    # A checkpoint knows its step; lc0 files record it (training_params.training_steps), as lczero's do.
+    checkpoint = distilled_student.parent / "checkpoint.pt"
+    for target, name in (("lc0", "steps.pb.gz"), ("lc0-onnx", "steps-onnx.pb.gz")):
+        assert main(["export", str(checkpoint), "--to", target, "--out", str(tmp_path / name)]) == 0
+        message = proto.Net.FromString(gzip.decompress((tmp_path / name).read_bytes()))
+        assert message.training_params.training_steps == 12
 
 
 def test_cli_export_json_and_onnx_nets_in_net_eval_and_evaluate(tmp_path, distilled_student, selfplay_dir, capsys):
