@@ -12,7 +12,7 @@ import onnx
 
 from lc0distill.cli.arguments import input_format
 from lc0distill.errors import Lc0DistillError
-from lc0distill.export.runtime import OnnxNet
+from lc0distill.export.runtime import OnnxNet, model_opset
 from lc0distill.lc0.weights import read_net_info
 from lc0distill.models.inference import evaluate_boards
 from lc0distill.models.net import count_parameters, flops_per_position
@@ -77,7 +77,7 @@ def onnx_summary(path: str, kind: NetFileKind, net: OnnxNet) -> dict:
         "path": path, "file_format": "lc0 protobuf (.pb.gz) embedding ONNX" if kind == NetFileKind.LC0 else kind.value,
         "size": net.config.name, "data_type": net.config.data_type, "input_format": net.config.input_format,
         "value": net.config.value.value, "moves_left": net.config.moves_left,
-        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "opset": model_opset(model),
         "ir_version": model.ir_version, "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "input": net.input_name, "outputs": [n for n in net.names.values() if n],
         "parameters": sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in _FLOAT_TYPES),

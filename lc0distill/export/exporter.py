@@ -21,13 +21,13 @@ import torch
 
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS, check_planes
-from lc0distill.export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME, build_onnx
+from lc0distill.export.onnx_graph import DEFAULT_OPSET, build_onnx
 from lc0distill.export.runtime import OnnxNet, built_onnx_net
 from lc0distill.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, output_diff
 from lc0distill.fileio import write_atomic
 from lc0distill.lc0 import proto
-from lc0distill.lc0.onnx_net import EmbeddedOnnx, OnnxDataType, onnx_net_message
-from lc0distill.lc0.weights import Encoding, net_from_message, net_message
+from lc0distill.lc0.onnx_net import onnx_net_message
+from lc0distill.lc0.weights import Encoding, net_file_bytes, net_from_message, net_message
 from lc0distill.models.net import SEResNet
 
 
@@ -92,20 +92,6 @@ def _check(diff: OutputDiff, tolerance: float, what: str) -> None:
                                 f"(tolerance {tolerance:g}); nothing written")
 
 
-def embedded_for(model: onnx.ModelProto, input_format: int, fp16: bool) -> EmbeddedOnnx:
-    outputs = {o.name for o in model.graph.output}
-    return EmbeddedOnnx(
-        model=model.SerializeToString(), data_type=OnnxDataType.FLOAT16 if fp16 else OnnxDataType.FLOAT,
-        input_planes=INPUT_NAME, output_policy=POLICY_NAME,
-        output_wdl=WDL_NAME if WDL_NAME in outputs else None,
-        output_value=VALUE_NAME if VALUE_NAME in outputs else None,
-        output_mlh=MLH_NAME if MLH_NAME in outputs else None, input_format=input_format)
-
-
-def _gzip_net(message) -> bytes:
-    return gzip.compress(message.SerializeToString(), compresslevel=9, mtime=0)
-
-
 def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) -> ExportReport:
     """Export, check against `net` on real positions, then write `out` atomically."""
     net = copy.deepcopy(net).float().cpu().eval()  # the caller's net keeps its device, dtype and mode
@@ -125,9 +111,7 @@ def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) ->
     diff = output_diff(reference, runtime(planes))
     _check(diff, tolerance, "onnxruntime on the exported model")
     if options.target == ExportTarget.LC0_ONNX:
-        message = onnx_net_message(embedded_for(model, net.config.input_format, options.fp16), options.license,
-                                   options.training_steps)
-        data = _gzip_net(message)
+        data = net_file_bytes(onnx_net_message(runtime.embedded(), options.license, options.training_steps))
     write_atomic(out, data)
     return ExportReport(path=str(out), target=options.target.value, bytes=len(data),
                         data_type="float16" if options.fp16 else "float32", opset=options.opset, encoding=None,
@@ -137,8 +121,7 @@ def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) ->
 def _export_lc0(net: SEResNet, out: str | os.PathLike, options: ExportOptions, planes: torch.Tensor,
                 reference) -> ExportReport:
     encoding = _lc0_encoding(options)
-    message = net_message(net, encoding, options.license, options.training_steps)
-    data = _gzip_net(message)
+    data = net_file_bytes(net_message(net, encoding, options.license, options.training_steps))
     reread = net_from_message(proto.Net.FromString(gzip.decompress(data)), out)  # through the reader, as saved
     with torch.no_grad():
         diff = output_diff(reference, reread(planes))
@@ -155,17 +138,9 @@ def convert_onnx_net(source: OnnxNet, out: str | os.PathLike, target: ExportTarg
         raise Lc0DistillError(f"{source.path} is an ONNX net: it has no lc0 weights to write (use --to onnx "
                               f"or --to lc0-onnx)")
     data = source.model
-    fp16 = source.config.data_type == "float16"
     if target == ExportTarget.LC0_ONNX:
-        names = source.names
-        embedded = EmbeddedOnnx(model=data, data_type=OnnxDataType.FLOAT16 if fp16 else OnnxDataType.FLOAT,
-                                input_planes=source.input_name, output_policy=names["policy"], output_wdl=names["wdl"],
-                                output_value=names["value"], output_mlh=names["mlh"],
-                                input_format=source.config.input_format)
-        data = _gzip_net(onnx_net_message(embedded, license))
+        data = net_file_bytes(onnx_net_message(source.embedded(), license))
     write_atomic(out, data)
-    model = onnx.load_from_string(source.model)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return ExportReport(path=str(Path(out)), target=target.value, bytes=len(data),
-                        data_type=source.config.data_type, opset=opset, encoding=None, check=None, tolerance=None,
+                        data_type=source.config.data_type, opset=source.opset, encoding=None, check=None, tolerance=None,
                         notes=["the model is copied unchanged (no PyTorch net to compare with)"])

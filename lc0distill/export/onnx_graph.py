@@ -85,6 +85,10 @@ class GraphBuilder:
     def add_bias(self, name: str, x: str, bias: np.ndarray) -> str:
         return self.node("Add", name, [x, self.weight(f"{name}/w", bias)])
 
+    def dense(self, matmul_name: str, add_name: str, x: str, layer: torch.nn.Linear) -> str:
+        """x @ W^T + b as lc0 writes it: MatMul by the (in, out) matrix, then Add of the bias."""
+        return self.add_bias(add_name, self.matmul(matmul_name, x, _numpy(layer.weight).T), _numpy(layer.bias))
+
     def reshape(self, name: str, x: str, shape_name: str, shape: list[int]) -> str:
         return self.node("Reshape", name, [x, self.initializer(shape_name, np.array(shape, dtype=np.int64))])
 
@@ -143,9 +147,8 @@ def _conv_block(g: GraphBuilder, name: str, x: str, block: ConvBN, kind: Activat
 def _se_unit(g: GraphBuilder, name: str, x: str, se: SEUnit, kind: Activation, channels: int) -> str:
     se_shape = g.initializer("/const/se_reshape", np.array([-1, 2 * channels, 1, 1], dtype=np.int64))  # lc0's order
     flow = g.reduce_mean(f"{name}/reduce_mean", x, [2, 3])  # (B, C)
-    flow = g.add_bias(f"{name}/add1", g.matmul(f"{name}/matmul1", flow, _numpy(se.fc1.weight).T), _numpy(se.fc1.bias))
-    flow = g.activation(name, flow, kind)
-    flow = g.add_bias(f"{name}/add2", g.matmul(f"{name}/matmul2", flow, _numpy(se.fc2.weight).T), _numpy(se.fc2.bias))
+    flow = g.activation(name, g.dense(f"{name}/matmul1", f"{name}/add1", flow, se.fc1), kind)
+    flow = g.dense(f"{name}/matmul2", f"{name}/add2", flow, se.fc2)
     flow = g.node("Reshape", f"{name}/reshape", [flow, se_shape])  # (B, 2C, 1, 1)
     gamma, beta = g.split_in_two(f"{name}/split", flow, axis=1)
     scaled = g.node("Mul", f"{name}/mul", [g.node("Sigmoid", f"{name}/sigmoid", [gamma]), x])
@@ -173,19 +176,16 @@ def _convolution_policy(g: GraphBuilder, x: str, head: ConvolutionPolicy, kind: 
 def _classical_policy(g: GraphBuilder, x: str, head: ClassicalPolicy, kind: Activation) -> str:
     flow = _conv_block(g, "/policy/conv", x, head.conv, kind)
     flow = g.reshape("/policy/reshape", flow, "/const/policy_shape", [-1, head.conv.conv.out_channels * 64])
-    flow = g.matmul("/policy/dense/matmul", flow, _numpy(head.fc.weight).T)
-    return g.add_bias(POLICY_NAME, flow, _numpy(head.fc.bias))
+    return g.dense("/policy/dense/matmul", POLICY_NAME, flow, head.fc)
 
 
 def _dense_head(g: GraphBuilder, prefix: str, shape_name: str, x: str, head: DenseHead, kind: Activation) -> str:
     """conv, reshape, dense1 + act, dense2 (before the head's output op)."""
     flow = _conv_block(g, f"{prefix}/conv", x, head.conv, kind)
     flow = g.reshape(f"{prefix}/reshape", flow, shape_name, [-1, head.conv.conv.out_channels * 64])
-    flow = g.add_bias(f"{prefix}/dense1/add", g.matmul(f"{prefix}/dense1/matmul", flow, _numpy(head.fc1.weight).T),
-                      _numpy(head.fc1.bias))
-    flow = g.activation(f"{prefix}/dense1", flow, kind)
-    return g.add_bias(f"{prefix}/dense2/add", g.matmul(f"{prefix}/dense2/matmul", flow, _numpy(head.fc2.weight).T),
-                      _numpy(head.fc2.bias))
+    flow = g.activation(f"{prefix}/dense1", g.dense(f"{prefix}/dense1/matmul", f"{prefix}/dense1/add", flow, head.fc1),
+                        kind)
+    return g.dense(f"{prefix}/dense2/matmul", f"{prefix}/dense2/add", flow, head.fc2)
 
 
 def _graph_nodes(g: GraphBuilder, net: SEResNet) -> list[tuple[str, int]]:

@@ -81,6 +81,19 @@ class OnnxNet:
     def eval(self) -> "OnnxNet":  # nothing to switch: lets callers treat it like an nn.Module
         return self
 
+    @property
+    def opset(self) -> int | None:
+        return model_opset(onnx.load_from_string(self.model))
+
+    def embedded(self) -> EmbeddedOnnx:
+        """The model as an lc0 ONNX net file holds it: its bytes unchanged, its names, type and input format."""
+        if self.config.input_format is None:
+            raise Lc0DistillError(f"{self.path}: the ONNX file does not say its input format: pass --input-format N")
+        return EmbeddedOnnx(
+            model=self.model, data_type=OnnxDataType.FLOAT16 if self.input_dtype == np.float16 else OnnxDataType.FLOAT,
+            input_planes=self.input_name, output_policy=self.names["policy"], output_wdl=self.names["wdl"],
+            output_value=self.names["value"], output_mlh=self.names["mlh"], input_format=self.config.input_format)
+
     def run(self, planes: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs by role (policy, wdl, value, mlh) for (B, 112, 8, 8) planes, as float32."""
         wanted = {role: name for role, name in self.names.items() if name}
@@ -97,6 +110,11 @@ class OnnxNet:
             value=out["value"][:, 0] if "value" in out else None,
             moves_left=out["mlh"][:, 0] if "mlh" in out else None,
         )
+
+
+def model_opset(model: onnx.ModelProto) -> int | None:
+    """The opset of the default (ai.onnx) domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _input_type(path: str, type_name: str) -> type:
@@ -117,8 +135,9 @@ def is_onnx_file(path: str | os.PathLike) -> bool:
 def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, threads: int = 0,
                    need_input_format: bool = True, device: str = "cpu") -> OnnxNet:
     """A raw ONNX file with lc0's tensor names. lc0's own files do not say their input format: pass it."""
+    data = Path(path).read_bytes()  # kept as they are: a converted file carries the same model bytes
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(data)
     except Exception as error:  # DecodeError and friends
         raise Lc0DistillError(f"{path}: not an ONNX model ({str(error).splitlines()[0]})") from None
     metadata = {p.key: p.value for p in model.metadata_props}
@@ -130,7 +149,7 @@ def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, thr
                                   f"do not): pass --input-format N (1 = classical)")
     outputs = {o.name for o in model.graph.output}
     inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    net = OnnxNet(model.SerializeToString(), path=str(path), input_name=INPUT_NAME if INPUT_NAME in inputs
+    net = OnnxNet(data, path=str(path), input_name=INPUT_NAME if INPUT_NAME in inputs
                   else (inputs[0] if len(inputs) == 1 else INPUT_NAME), policy=POLICY_NAME,
                   wdl=WDL_NAME if WDL_NAME in outputs else None,
                   value=VALUE_NAME if VALUE_NAME in outputs and WDL_NAME not in outputs else None,

@@ -9,12 +9,10 @@ lc0distill/export/onnx_graph.py.
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass
 from enum import IntEnum
 
-from lc0distill.fileio import write_atomic
 from lc0distill.lc0 import proto
 from lc0distill.lc0.weights import MAGIC, NF, WeightsError, open_net
 
@@ -41,10 +39,6 @@ class EmbeddedOnnx:
     output_value: str | None
     output_mlh: str | None
     input_format: int
-
-    @property
-    def output_names(self) -> list[str]:
-        return [n for n in (self.output_policy, self.output_wdl, self.output_value, self.output_mlh) if n]
 
 
 def onnx_net_message(embedded: EmbeddedOnnx, license: str = "", training_steps: int | None = None):
@@ -73,13 +67,6 @@ def onnx_net_message(embedded: EmbeddedOnnx, license: str = "", training_steps: 
         if getattr(embedded, field):
             setattr(onnx, field, getattr(embedded, field))
     return net
-
-
-def write_onnx_net(embedded: EmbeddedOnnx, path: str | os.PathLike, license: str = "",
-                   training_steps: int | None = None) -> None:
-    """Write the gzipped Net atomically."""
-    data = onnx_net_message(embedded, license, training_steps).SerializeToString()
-    write_atomic(path, gzip.compress(data, compresslevel=9, mtime=0))
 
 
 def is_onnx_net(net) -> bool:

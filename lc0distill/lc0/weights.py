@@ -449,5 +449,9 @@ def net_message(model: SEResNet, encoding: Encoding = Encoding.LINEAR16, license
 def write_net(model: SEResNet, path: str | os.PathLike, encoding: Encoding = Encoding.LINEAR16,
               license: str = "", training_steps: int | None = None) -> None:
     """Write `model` as an lc0 `.pb.gz` (gzip of the serialized Net), atomically."""
-    data = net_message(model, encoding, license, training_steps).SerializeToString()
-    write_atomic(path, gzip.compress(data, compresslevel=9, mtime=0))
+    write_atomic(path, net_file_bytes(net_message(model, encoding, license, training_steps)))
+
+
+def net_file_bytes(net) -> bytes:
+    """A Net message as a `.pb.gz` file holds it (gzip, no timestamp: the same net gives the same bytes)."""
+    return gzip.compress(net.SerializeToString(), compresslevel=9, mtime=0)
