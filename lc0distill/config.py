@@ -7,6 +7,7 @@ section (the data layer its DataConfig, the net its NetConfig, ...). Defaults li
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -17,11 +18,11 @@ from lc0distill.chunks.config import DataConfig
 from lc0distill.distill.schedules import LrSchedule, TeacherWeightSchedule, TemperatureSchedule
 from lc0distill.errors import Lc0DistillError
 from lc0distill.lc0.weights import Encoding
-from lc0distill.models.config import NetConfig, preset
+from lc0distill.models.config import NetConfig, preset_sizes
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TeacherConfig(_Section):
@@ -82,12 +83,15 @@ class TrainConfig(_Section):
                                               "0: the libraries' default, all cores")
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the student")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N")
     seed: int = 0
     log_every: int = Field(50, gt=0)
     eval_every: int = Field(500, ge=0, description="0: only at the end")
     eval_positions: int = Field(20000, gt=0, description="held-out positions per evaluation")
     checkpoint_every: int = Field(500, gt=0)
+    max_skipped_steps: int = Field(10, ge=0, description="steps with a non-finite loss or gradient are skipped; "
+                                                         "more than this many within skip_window batches stop the run")
+    skip_window: int = Field(1000, gt=0, description="the window (in batches) max_skipped_steps counts over")
     resume_data: Literal["auto", "replay", "reseed"] = Field(
         "auto", description="on resume, replay: re-read the data stream to the batch reached (exact, but the "
                             "cost grows with the data consumed); reseed: start a new stream at once (nothing "
@@ -113,12 +117,20 @@ class RunConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _net_preset(cls, data: Any) -> Any:
-        """`net: {size: 128x10, ...}` is the preset plus the other keys given."""
+        """`net: {size: 128x10, ...}` is the preset plus the other keys given (validated with the net)."""
         if isinstance(data, dict) and isinstance(data.get("net"), dict) and "size" in data["net"]:
             net = dict(data["net"])
             size = net.pop("size")
-            data = {**data, "net": preset(size, **net).model_dump()}
+            try:
+                sizes = preset_sizes(size)
+            except ValueError:
+                raise ValueError(f"net.size {size!r} is not FILTERSxBLOCKS, e.g. 128x10") from None
+            data = {**data, "net": {**sizes, **net}}
         return data
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a recipe is a page of YAML
+MAX_CONFIG_DEPTH = 16  # sections, keys, lists: a recipe is 4 levels deep
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -139,15 +151,46 @@ def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise Lc0DistillError(f"override {item!r} is not KEY=VALUE (for example train.lr=0.02)")
-        _set_dotted(tree, key.strip(), yaml.safe_load(text))
+        try:
+            value = _load_yaml(text)
+        except yaml.YAMLError as error:
+            raise Lc0DistillError(f"override {item!r}: the value is not valid YAML ({' '.join(str(error).split())}); "
+                                  "quote strings with special characters") from None
+        if _deeper_than(value, MAX_CONFIG_DEPTH):
+            raise Lc0DistillError(f"override {key.strip()}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+        _set_dotted(tree, key.strip(), value)
     return tree
+
+
+def _deeper_than(node: Any, levels: int, seen: dict | None = None) -> bool:
+    """True when `node` nests lists and mappings more than `levels` deep. Shared nodes (YAML aliases: a
+    "billion laughs" file) are visited once for each depth they are met at, not once per reference."""
+    if not isinstance(node, (dict, list, tuple, set)):
+        return False
+    if levels == 0:
+        return True
+    seen = {} if seen is None else seen
+    if seen.get(id(node), -1) >= levels:
+        return False
+    seen[id(node)] = levels
+    return any(_deeper_than(child, levels - 1, seen) for child in (node.values() if isinstance(node, dict) else node))
+
+
+def _load_yaml(text: str) -> Any:
+    """yaml.safe_load, every failure a YAMLError: PyYAML's constructors raise ValueError and others for some
+    scalars (`2001-02-30`, `!!int x`), and nesting a few hundred levels deep exhausts Python's recursion."""
+    try:
+        return yaml.safe_load(text)
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as error:
+        raise yaml.YAMLError(f"{type(error).__name__}: {error}") from None
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        lines.append(f"{key}: {problem['msg']}")
+        key = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {message}" if key else message)
     return f"{source}: invalid configuration: " + "; ".join(lines)
 
 
@@ -157,18 +200,34 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = (), v
     source = str(path) if path else "command line"
     if path:
         try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
+            tree = _load_yaml(_read_config_text(Path(path))) or {}
         except OSError as error:
             raise Lc0DistillError(f"{path}: cannot read the config ({error.strerror or error})") from None
+        except UnicodeDecodeError as error:
+            raise Lc0DistillError(f"{path}: not a text file in UTF-8 (byte {error.start}: "
+                                  f"{error.object[error.start:error.start + 1]!r})") from None
         except yaml.YAMLError as error:
             raise Lc0DistillError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(tree, dict):
             raise Lc0DistillError(f"{path}: a config is a mapping of sections (data, net, teacher, ...)")
+        if _deeper_than(tree, MAX_CONFIG_DEPTH):
+            raise Lc0DistillError(f"{path}: nested more than {MAX_CONFIG_DEPTH} levels deep: not a config")
     tree = apply_overrides(tree, overrides)
     try:
         return validate.model_validate(tree)
     except ValidationError as error:
         raise Lc0DistillError(_format_errors(error, source)) from None
+
+
+def _read_config_text(path: Path) -> str:
+    """A config file's text: FIFOs and devices (which may never end) and files past MAX_CONFIG_BYTES are refused
+    before they are read."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise Lc0DistillError(f"{path}: not a regular file (a folder, FIFO or device): not read as a config")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise Lc0DistillError(f"{path}: {info.st_size:,} bytes is not a config (at most {MAX_CONFIG_BYTES:,})")
+    return path.read_text(encoding="utf-8")
 
 
 def dump_config(config: BaseModel) -> str:

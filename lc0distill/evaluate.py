@@ -11,6 +11,7 @@ import torch
 
 from lc0distill.chunks.batch import Batch
 from lc0distill.distill.losses import policy_cross_entropy, scalar_value_mse, wdl_cross_entropy, wdl_mse
+from lc0distill.errors import Lc0DistillError
 from lc0distill.models.net import NetOutput, SEResNet
 
 METRICS = ("policy_loss", "top1_accuracy", "value_mse", "value_ce", "moves_left_mae", "teacher_agreement")
@@ -34,6 +35,13 @@ class _Sums:
 
 def _masked_argmax(logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
     return logits.float().masked_fill(~legal, float("-inf")).argmax(dim=1)
+
+
+def _check_finite(out: NetOutput, name: str) -> None:
+    for tensor in (out.policy_logits, out.wdl_logits, out.value, out.moves_left):
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            raise Lc0DistillError(f"{name}: the net's outputs are non-finite (NaN or infinity) on held-out "
+                                  "positions: its metrics would mean nothing")
 
 
 def _add_batch(sums: _Sums, out: NetOutput, batch: Batch, teacher_out: NetOutput | None) -> None:
@@ -60,14 +68,20 @@ def _add_batch(sums: _Sums, out: NetOutput, batch: Batch, teacher_out: NetOutput
 @torch.no_grad()
 def evaluate_net(net: SEResNet | Callable[[torch.Tensor], NetOutput], batches: Iterable[Batch],
                  max_positions: int | None = None, teacher: Callable[[torch.Tensor], NetOutput] | None = None,
-                 ) -> dict[str, float | None]:
-    """Mean metrics over the batches (at most max_positions positions); None where a metric does not apply."""
+                 on_batch: Callable[[int], None] | None = None, name: str = "the net") -> dict[str, float | None]:
+    """Mean metrics over the batches (at most max_positions positions); None where a metric does not apply.
+    `on_batch(positions so far)` is called after each batch (progress); non-finite outputs are an error
+    naming `name`."""
     was_training = getattr(net, "training", False)
     if hasattr(net, "eval"):
         net.eval()
     sums = _Sums()
     for batch in batches:
-        _add_batch(sums, net(batch.planes), batch, teacher(batch.planes) if teacher is not None else None)
+        out = net(batch.planes)
+        _check_finite(out, name)
+        _add_batch(sums, out, batch, teacher(batch.planes) if teacher is not None else None)
+        if on_batch is not None:
+            on_batch(sums.positions)
         if max_positions is not None and sums.positions >= max_positions:
             break
     if was_training:

@@ -9,23 +9,50 @@ from pathlib import Path
 from lc0distill.errors import Lc0DistillError
 
 
+def current_umask() -> int:
+    """The process's umask (os has no getter: set it and put it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file in the same folder (`.NAME.*.tmp`), flush it to disk, then rename it over
-    `path`: a killed process leaves either the old file or the new one, never a partial file."""
+    `path`: a killed process leaves either the old file or the new one, never a partial file.
+
+    The file gets the mode a plain open() would give it (0666 less the umask; mkstemp alone makes 0600).
+    Any OSError (disk full, permissions, a read-only folder) leaves the previous file as it was and becomes
+    one Lc0DistillError naming the file and what failed.
+    """
     path = Path(path)
     if path.is_dir():
         raise Lc0DistillError(f"{path}: is a folder, not a file name")
+    temporary = None
+    stage = "create the folder for"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        stage = "create a temporary file for"
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise Lc0DistillError(f"{path}: cannot write ({error.strerror or error})") from None
-    try:
         with os.fdopen(handle, "wb") as out:
+            stage = "write"
+            os.fchmod(out.fileno(), 0o666 & ~current_umask())
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        stage = "rename the finished temporary file to"
         os.replace(temporary, path)
+    except OSError as error:
+        _remove(temporary)
+        kept = " (the previous file is kept)" if path.exists() else ""
+        raise Lc0DistillError(f"{path}: cannot {stage} it: {error.strerror or error}{kept}") from None
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        _remove(temporary)
         raise
+
+
+def _remove(temporary: str | None) -> None:
+    if temporary is not None:
+        try:
+            Path(temporary).unlink(missing_ok=True)
+        except OSError:  # the folder itself may be gone or read-only: nothing more to clean
+            pass

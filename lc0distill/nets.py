@@ -30,7 +30,8 @@ class NetFileKind(str, Enum):
 def net_file_kind(path: str | os.PathLike) -> NetFileKind:
     """What a net file is, from its first bytes (anything unrecognised is read as lc0, which names the problem)."""
     if not Path(path).is_file():
-        raise Lc0DistillError(f"{path}: no such net file")
+        raise Lc0DistillError(f"{path}: no such net file" if not Path(path).exists() else
+                              f"{path}: not a regular file (a folder, FIFO or device): not read")
     with open(path, "rb") as handle:
         if handle.read(4) == TORCH_FILE_MAGIC:
             return NetFileKind.TORCH

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,17 +35,27 @@ from lc0distill.checkpoint import (
     save_checkpoint,
 )
 from lc0distill.chunks.batch import Batch, make_batch
+from lc0distill.checks import (
+    check_batch_formats,
+    check_finite_net,
+    check_input_format,
+    check_resumable,
+    check_value_target,
+)
 from lc0distill.chunks.config import make_loader, select_sources
+from lc0distill.chunks.probe import probe_chunks
 from lc0distill.config import LossConfig, RunConfig, TrainConfig, dump_config
 from lc0distill.distill import losses as L
 from lc0distill.distill.schedules import learning_rate, set_learning_rate, teacher_weight, temperature
 from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
+from lc0distill.guard import MAX_NAMED_POSITIONS, NonFiniteGuard, NonFiniteRunError, SkippedStep, all_finite, non_finite_rows
 from lc0distill.lc0.weights import write_net
 from lc0distill.models.net import NetOutput, SEResNet
 from lc0distill.models.store import net_state, save_model
 from lc0distill.nets import load_inference_net
+from lc0distill.progress import track
 
 Log = Callable[[str], None]
 
@@ -62,7 +73,12 @@ class RunResult:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise Lc0DistillError(f"train.device={name}: not a device (auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise Lc0DistillError(f"train.device={name}: lc0distill trains on cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise Lc0DistillError(f"train.device={name}, but no CUDA device is available")
     return device
@@ -106,6 +122,8 @@ def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
         net = load_inference_net(path, need_input_format=False,  # a trainable net, or ONNX in onnxruntime
                                  threads=config.train.threads, device=str(device))
         check_compatible(student, net, path, distil_value=config.loss.value_distill > 0)
+        if isinstance(net, torch.nn.Module):  # ONNX teachers are watched by the non-finite guard instead
+            check_finite_net(net, f"teacher {path}")
         nets.append(net)
     return NetTeacher(nets, teacher_config.weights or None).to(device)
 
@@ -177,6 +195,8 @@ class Run:
         if self.world > 1:
             self._init_distributed()
         self.run_dir = Path(config.train.run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise Lc0DistillError(f"{self.run_dir}: train.run_dir names a file, not a folder")
         if config.train.threads:  # several processes on few cores stall each other's thread pools
             torch.set_num_threads(config.train.threads)
         seed_everything(config.train.seed)
@@ -190,10 +210,33 @@ class Run:
         self.batches_consumed = 0
         self.stream = DataStream()
         self.scaler = torch.amp.GradScaler(enabled=config.train.amp == "fp16" and self.device.type == "cuda")
-        self.train_sources, self.test_sources = select_sources(config.data)
+        selected = select_sources(config.data)
+        self.train_sources, self.test_sources = selected.train, selected.test
+        for problem in selected.unreadable:
+            self.log(f"warning: skipped: {problem}")
+        self.unreadable_files = len(selected.unreadable)
+        self._check_data()
+        self.guard = NonFiniteGuard(config.train.max_skipped_steps, config.train.skip_window, log=self.say)
         self.forward = self._wrapped_student()
         self.metrics_file = None
         self.writer = None
+        self.tracker = None
+        self.reported_bad_records = 0
+
+    def say(self, message: str) -> None:
+        """A line for the person watching: above the progress bar when there is one."""
+        if self.tracker is not None:
+            self.tracker.print(message)
+        else:
+            self.log(message)
+
+    def _check_data(self) -> None:
+        """Stop before the first step if the student cannot read the data or the data lacks the targets."""
+        config = self.config
+        for sources, role in ((self.train_sources, "training"), (self.test_sources, "held-out")):
+            probe = probe_chunks(sources)
+            check_input_format(config.net.input_format, probe, f"the student (net.input_format, for the {role} data)")
+            check_value_target(config.data, config.loss.q_ratio, probe)
 
     def _init_distributed(self) -> None:
         if not dist.is_initialized():
@@ -217,14 +260,18 @@ class Run:
                 "swa": None if self.swa is None else {"model": self.swa.model.state_dict(), "count": self.swa.count},
                 "snapshot": None if not isinstance(self.teacher, SnapshotTeacher) else
                 {"model": self.teacher.net.state_dict(), "taken_at": self.teacher.taken_at},
-                "step": self.step, "batches_consumed": self.batches_consumed,
+                "step": self.step, "batches_consumed": self.batches_consumed, "guard": self.guard.state(),
                 "data_stream": {"start": self.stream.start, "seed_offset": self.stream.seed_offset},
                 "rng": rng_state()}
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict, path: Path | None = None) -> None:
         self.student.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:  # torch's own checks of the saved state
+            raise Lc0DistillError(f"{path or 'checkpoint'}: optimizer: does not fit this run's optimizer "
+                                  f"({' '.join(str(error).split())[:200]})") from None
         if self.swa is not None and state.get("swa"):
             self.swa.model.load_state_dict(state["swa"]["model"])
             self.swa.count = state["swa"]["count"]
@@ -232,12 +279,21 @@ class Run:
             self.teacher.net.load_state_dict(state["snapshot"]["model"])
             self.teacher.taken_at = state["snapshot"]["taken_at"]
         self.step, self.batches_consumed = state["step"], state["batches_consumed"]
+        self.guard.restore(state.get("guard"))
         self.stream = DataStream(**state.get("data_stream", {}))  # older checkpoints: one stream from the start
         restore_rng(state["rng"])
 
     def save(self) -> None:
+        """Write the checkpoint; never one with a non-finite weight (the previous checkpoint stays)."""
         if self.rank == 0:
+            self._check_weights_finite("checkpoint")
             save_checkpoint(self.state(), self.run_dir / LATEST)
+
+    def _check_weights_finite(self, what: str) -> None:
+        nets = [self.student] + ([self.swa.model] if self.swa is not None else [])
+        if not all(all_finite(net.state_dict().values()) for net in nets):
+            raise NonFiniteRunError(f"step {self.step}: the weights are not finite: no {what} is written "
+                                    f"(the last checkpoint in {self.run_dir} is kept as it was)")
 
     # -- data -------------------------------------------------------------------------------------------
     def batches(self):
@@ -250,13 +306,17 @@ class Run:
                      f"{self.stream.seed_offset}) instead of re-reading {skip:,} batches")
             skip = 0
         loader = make_loader(self.config.data, self.train_sources, passes=None, rank=self.rank,
-                             world_size=self.world, device=str(self.device), seed_offset=self.stream.seed_offset)
+                             world_size=self.world, device=str(self.device), seed_offset=self.stream.seed_offset,
+                             needs_q=self.config.loss.q_ratio > 0)
         self.train_loader = loader
+        net_format = self.config.net.input_format
         for packed in loader.packed_batches():
             if skip:
                 skip -= 1
                 continue
             self.batches_consumed += 1
+            check_batch_formats(net_format, packed["input_format"], packed["chunk"], loader.source_name,
+                                "the student (net.input_format)")
             yield make_batch(packed, self.device, self.config.data.q_source, self.config.data.rule50)
 
     def _reseed(self, skip: int) -> bool:
@@ -269,6 +329,7 @@ class Run:
     def test_batches(self):
         loader = make_loader(self.config.data, self.test_sources, passes=1, device=str(self.device), sample_rate=1,
                              seed_offset=1)
+        self.test_loader = loader
         return iter(loader)
 
     # -- one step ---------------------------------------------------------------------------------------
@@ -278,10 +339,16 @@ class Run:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype, enabled=enabled)
 
-    def train_step(self, batch: Batch) -> L.LossReport:
+    def schedules_now(self) -> tuple[float, float]:
+        """(the teacher's weight, its temperature) for the next step."""
         config = self.config
         alpha = teacher_weight(config.loss.teacher_weight, self.step) if self.teacher is not None else 0.0
-        temp = temperature(config.loss.temperature, self.step)
+        return alpha, temperature(config.loss.temperature, self.step)
+
+    def train_step(self, batch: Batch) -> L.LossReport | None:
+        """One optimizer step, or None when the non-finite guard skipped the batch."""
+        config = self.config
+        alpha, temp = self.schedules_now()
         set_learning_rate(self.optimizer, learning_rate(config.train.lr, self.step))
         if isinstance(self.teacher, SnapshotTeacher):
             self.teacher.refresh(self.student, self.step)
@@ -291,18 +358,68 @@ class Run:
         self.student.train()
         with self.autocast():
             teacher_out = self.teacher(planes) if self.teacher is not None and alpha > 0 else None
-            report = loss_parts(self.forward(planes), batch, teacher_out, config.loss, alpha, temp)
+            out = self.forward(planes)
+            report = loss_parts(out, batch, teacher_out, config.loss, alpha, temp)
+        if not self._loss_finite_everywhere(report):
+            self._skip(batch, f"loss ({', '.join(n for n, p in report.parts.items() if not torch.isfinite(p))})",
+                       [out.policy_logits, out.wdl_logits, out.value, out.moves_left, batch.planes, batch.policy,
+                        batch.z, batch.q, batch.moves_left]
+                       + ([teacher_out.policy_logits, teacher_out.wdl] if teacher_out is not None else []))
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(report.total).backward()
-        if config.train.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), config.train.grad_clip)
-        self.scaler.step(self.optimizer)
+        if not self._gradients_ok(batch):
+            return None
+        try:
+            self.scaler.step(self.optimizer)
+        except RuntimeError as error:  # torch refuses an lr whose product with the gradients overflows
+            if "overflow" not in str(error):
+                raise
+            raise NonFiniteRunError(
+                f"step {self.step + 1}: the learning rate {self.optimizer.param_groups[0]['lr']:g} does not fit in "
+                f"float32: the run stops; the last checkpoint in {self.run_dir} is kept as it was") from None
         self.scaler.update()
+        if not all_finite(self.student.parameters()):
+            raise NonFiniteRunError(
+                f"step {self.step + 1}: the update made the weights non-finite (lr {self.optimizer.param_groups[0]['lr']:g}): "
+                f"the run stops; the last checkpoint in {self.run_dir} is kept as it was")
         self.step += 1
         if self.swa is not None and self.step % config.train.swa_every == 0:
             self.swa.update(self.student)
         return report
+
+    def _loss_finite_everywhere(self, report: L.LossReport) -> bool:
+        """Is the loss finite, on every rank? Under DDP all ranks skip together (a rank that skipped its
+        backward alone would leave the others waiting in the gradient all-reduce)."""
+        finite = torch.isfinite(report.total.detach()).to(torch.int32).reshape(1)
+        if self.world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
+
+    def _gradients_ok(self, batch: Batch) -> bool:
+        """Clip (if asked) and check the gradient norm; a non-finite one skips the step. With fp16 AMP the
+        scaler already skips steps whose scaled gradients overflow (and lowers its scale): left to it."""
+        scaled = self.scaler.is_enabled()
+        parameters = [p for p in self.student.parameters() if p.grad is not None]
+        if self.config.train.grad_clip > 0:
+            if scaled:
+                self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.train.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        if scaled or bool(torch.isfinite(norm)):
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        self._skip(batch, "gradients", [])
+        return False
+
+    def _skip(self, batch: Batch, what: str, tensors: list) -> None:
+        rows = non_finite_rows(tensors)[:MAX_NAMED_POSITIONS].tolist()
+        names = [f"{self.train_loader.source_name(int(batch.chunk_index[r]))}: record {int(batch.record_index[r])}"
+                 for r in rows]
+        event = SkippedStep(self.step, what, names)
+        self.record("skipped", {"what": what, "positions": names, "batch": self.batches_consumed})
+        self.guard.skip(event, clock=self.batches_consumed)
 
     # -- logging ----------------------------------------------------------------------------------------
     def open_logs(self) -> None:
@@ -321,7 +438,8 @@ class Run:
     def record(self, kind: str, values: dict) -> None:
         if self.rank != 0:
             return
-        self.metrics_file.write(json.dumps({"kind": kind, "step": self.step, **values}) + "\n")
+        values = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+        self.metrics_file.write(json.dumps({"kind": kind, "step": self.step, **values}, allow_nan=False) + "\n")
         self.metrics_file.flush()
         if self.writer is not None:
             for name, value in values.items():
@@ -356,6 +474,7 @@ class Run:
     def final_outputs(self) -> None:
         if self.rank != 0:
             return
+        self._check_weights_finite("final net")
         net = self.swa.model if self.swa is not None else self.student
         save_model(net, self.run_dir / "final.pt")
         if self.config.export.lc0:
@@ -370,28 +489,42 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
         remove_stale_temporaries(run.run_dir)
     checkpoint = run.run_dir / LATEST
     if resume and checkpoint.exists():
-        run.restore(load_checkpoint(checkpoint))
+        state = load_checkpoint(checkpoint)
+        check_resumable(state, config.model_dump(mode="json"), checkpoint)
+        run.restore(state, checkpoint)
         log(f"resuming {run.run_dir} at step {run.step} (data position: batch {run.batches_consumed})")
     run.open_logs()
-    train_config = config.train
+    progress = track("train", total=config.train.steps, unit="steps", plain_lines=False, log=log) \
+        if run.rank == 0 else nullcontext()
+    with progress as tracker:
+        run.tracker = tracker
+        try:
+            result = _loop(run)
+        finally:
+            run.tracker = None
+    if run.rank == 0:
+        _plot(run)
+    return result
+
+
+def _loop(run: Run) -> RunResult:
+    train_config = run.config.train
     started, positions, window_start, window_positions = time.perf_counter(), 0, time.perf_counter(), 0
     metrics: dict = {}
     batches = run.batches()
     while run.step < train_config.steps:
         batch = next(batches)
-        report = run.train_step(batch)
         positions += len(batch)
         window_positions += len(batch)
+        report = run.train_step(batch)
+        if report is None:  # skipped by the non-finite guard: nothing logged, evaluated or saved for it
+            continue
+        if run.tracker is not None:
+            run.tracker.update(run.step, positions=positions)
         if run.step % train_config.log_every == 0 or run.step == train_config.steps:
             elapsed = time.perf_counter() - window_start
             rate = window_positions / max(elapsed, 1e-9)
-            values = {**report.scalars(), "positions_per_second": rate,
-                      "lr": run.optimizer.param_groups[0]["lr"], "bad_chunks": len(run.train_loader.bad_chunks)}
-            run.record("train", values)
-            eta = (train_config.steps - run.step) * elapsed / max(train_config.log_every, 1)
-            if run.rank == 0:
-                parts = "  ".join(f"{k} {v:.4f}" for k, v in report.scalars().items())
-                log(f"step {run.step}/{train_config.steps}  {rate:,.0f} pos/s  ETA {eta:,.0f}s  {parts}")
+            _log_step(run, report, rate, elapsed)
             window_start, window_positions = time.perf_counter(), 0
         if train_config.eval_every and run.step % train_config.eval_every == 0 and run.rank == 0:
             metrics = run.evaluate()
@@ -403,3 +536,42 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
     if run.world > 1:
         run.check_ranks_agree()
     return RunResult(run.run_dir, run.step, metrics, positions / max(time.perf_counter() - started, 1e-9))
+
+
+def _log_step(run: Run, report: L.LossReport, rate: float, elapsed: float) -> None:
+    """metrics.jsonl / TensorBoard, and a line for the person watching (the latest losses on the bar)."""
+    steps = run.config.train.steps
+    alpha, temp = run.schedules_now()
+    loader = run.train_loader
+    losses = report.scalars()
+    values = {**losses, "positions_per_second": rate, "lr": run.optimizer.param_groups[0]["lr"],
+              "teacher_weight": alpha, "temperature": temp, "skipped_steps": run.guard.skipped,
+              "bad_chunks": len(loader.bad_chunks) + run.unreadable_files, "bad_records": loader.bad_records}
+    run.record("train", values)
+    if run.rank != 0:
+        return
+    parts = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+    teacher = f"  teacher weight {alpha:.3f}  T {temp:.2f}" if run.teacher is not None else ""
+    problems = "".join(f"  {name} {count}" for name, count in (
+        ("skipped steps", run.guard.skipped), ("bad chunks", values["bad_chunks"]),
+        ("bad records", loader.bad_records)) if count)
+    if loader.bad_records > run.reported_bad_records:  # name them as they come: the user may stop the run
+        examples = "; ".join(loader.bad_record_examples)
+        run.say(f"warning: {loader.bad_records} bad records skipped so far (non-finite or out-of-range fields; "
+                f"first: {examples})")
+        run.reported_bad_records = loader.bad_records
+    eta = (steps - run.step) * elapsed / max(run.config.train.log_every, 1)
+    line = f"step {run.step}/{steps}  {rate:,.0f} pos/s  ETA {eta:,.0f}s  {parts}{teacher}{problems}"
+    if run.tracker is not None:
+        run.tracker.update(run.step, info=f"{parts}{teacher}")
+    run.say(line)
+
+
+def _plot(run: Run) -> None:
+    """Every run leaves a picture of itself: curves.png beside its metrics (a failure here costs only the picture)."""
+    try:
+        from lc0distill.report.plot import plot_runs
+
+        plot_runs([run.run_dir], run.run_dir / "curves.png")
+    except Lc0DistillError as error:
+        run.say(f"warning: no curves.png: {error}")

@@ -28,6 +28,15 @@ def lc0_data() -> Path:
     return _require(LC0_DATA)
 
 
+CLASSICAL_FOLDERS = ("v6-fmt1-maia1900", "v5-maia1100", "v4-maia1100")  # input format 1: what a default net reads
+
+
+@pytest.fixture(scope="session")
+def classical_data(lc0_data: Path) -> list[Path]:
+    """The lc0-data folders in the classical input format (V4, V5, V6), for nets of input format 1."""
+    return [lc0_data / name for name in CLASSICAL_FOLDERS]
+
+
 @pytest.fixture(scope="session")
 def lc0_games(lc0_data: Path) -> list[dict]:
     """games.jsonl: per chunk file, the moves and result lc0 reported while playing the game."""

@@ -57,9 +57,10 @@ import torch
 
 from lc0distill.chunks.batch import make_batch
 from lc0distill.chunks.dataset import BatchLoader, ShuffleBuffer, StreamSpec, shard_order
-from lc0distill.chunks.packed import POSITION_DTYPE, pack_records
+from lc0distill.chunks.packed import POSITION_DTYPE, legal_entries, pack_records
 from lc0distill.chunks.reader import inflate, parse_chunk
 from lc0distill.chunks.sources import ChunkSource
+from lc0distill.chunks.validate import find_bad_records
 
 from benchlib import (VERDICT, add_paths_argument, best_time, check_repeat_and_batch_size, data_paths,
                       describe_files, find_chunk_files, format_table, load_blobs, run_inflate)
@@ -255,12 +256,15 @@ def profile_stages(sources: tuple[ChunkSource, ...], copies: int, batch_size: in
             consume(item[0])
 
     total = 0
-    for source in shard_order(spec, 0, 0, 1):
+    for index in shard_order(spec, 0, 0, 1):
+        source = spec.sources[index]
         data = timed("read (page cache)", source.read_bytes)
         raw = timed("inflate (reader.inflate)", lambda: inflate(data, source.name))
         records, _ = timed("parse (parse_chunk)", lambda: parse_chunk(raw, source.name))
         total += len(records)
-        packed = timed("pack_records", lambda: pack_records(records))
+        entries = timed("legal entries (legal_entries)", lambda: legal_entries(records["probabilities"]))
+        timed("validate (find_bad_records)", lambda: find_bad_records(records, None, entries))
+        packed = timed("pack_records", lambda: pack_records(records, entries, chunk=index))
         emitted = timed("shuffle push", lambda: buffer.push(packed))
         cut(stream_cut, emitter.add(emitted))
     drained = timed("shuffle drain, end of pass *", buffer.drain)
@@ -269,7 +273,8 @@ def profile_stages(sources: tuple[ChunkSource, ...], copies: int, batch_size: in
     def us(stage: str) -> float:  # every position passes every stage once
         return 1e6 * seconds[stage] / max(total, 1)
 
-    worker_stages = ["read (page cache)", "inflate (reader.inflate)", "parse (parse_chunk)", "pack_records",
+    worker_stages = ["read (page cache)", "inflate (reader.inflate)", "parse (parse_chunk)",
+                     "legal entries (legal_entries)", "validate (find_bad_records)", "pack_records",
                      "shuffle push", stream_cut, "shm hand-off: dumps (worker)", "shuffle drain, end of pass *",
                      drain_cut]
     main_stages = ["shm hand-off: loads (main)", "make_batch"]

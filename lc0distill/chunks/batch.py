@@ -1,6 +1,6 @@
 """The `Batch` contract between data and training, built from packed positions on the training device.
 
-Packed positions travel from the loader's workers (2,224 bytes each); planes and the policy are expanded
+Packed positions travel from the loader's workers (2,232 bytes each); planes and the policy are expanded
 here in one vectorised step: with numpy on the CPU, with torch bit operations on a GPU so that only the
 packed bytes cross the bus.
 """
@@ -34,6 +34,8 @@ class Batch:
     policy_kld: torch.Tensor  # (B,) float32 KL of search policy from the raw net policy; 0 if unknown
     played_idx: torch.Tensor  # (B,) int64 policy index of the move played
     best_idx: torch.Tensor  # (B,) int64 policy index of the best move
+    chunk_index: torch.Tensor  # (B,) int64 the loader's number of the chunk each position came from
+    record_index: torch.Tensor  # (B,) int64 the record's index in its chunk
 
     def __len__(self) -> int:
         return self.planes.shape[0]
@@ -135,4 +137,5 @@ def make_batch(packed: np.ndarray, device: torch.device | str = "cpu", q_source:
         z=_wdl(t["result_q"], t["result_d"]), q=_wdl(t[f"{source}_q"], t[f"{source}_d"]),
         moves_left=t["plies_left"], moves_left_known=t["version"] >= 5,
         orig_q=t["orig_q"], policy_kld=t["policy_kld"], played_idx=t["played_idx"], best_idx=t["best_idx"],
+        chunk_index=t["chunk"], record_index=t["record"],
     )

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from lc0distill.chess.expand import Rule50Scale
 from lc0distill.chunks.dataset import BatchLoader, StreamSpec
+from lc0distill.chunks.reader import MAX_CHUNK_RECORDS
 from lc0distill.chunks.selection import ChunkOrder, newest_chunks, split_train_test
-from lc0distill.chunks.sources import ChunkSource, find_chunks
+from lc0distill.chunks.sources import ChunkSource, MissingDataError, find_chunks
 from lc0distill.chunks.targets import QSource
-from lc0distill.errors import Lc0DistillError
+from lc0distill.errors import ChunkError, Lc0DistillError
 
 
 class DataConfig(BaseModel):
     """Where training data comes from and how it is sampled, shuffled and batched."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     paths: list[str] = Field(min_length=1, description="chunk files, folders or .tar archives")
     test_paths: list[str] = Field(default_factory=list, description="held-out data; if empty, split paths")
@@ -24,34 +27,59 @@ class DataConfig(BaseModel):
     chunk_order: ChunkOrder = ChunkOrder.MTIME
     batch_size: int = Field(1024, gt=0)
     sample_rate: int = Field(32, ge=1, description="keep about 1 record in N (lczero's default 32)")
-    shuffle_buffer: int = Field(131072, ge=0, description="positions held for shuffling, 2,224 bytes each")
+    shuffle_buffer: int = Field(131072, ge=0, description="positions held for shuffling, 2,232 bytes each")
     workers: int = Field(2, ge=0, description="loader processes (0: read in the training process)")
     seed: int = 0
     q_source: QSource = QSource.BEST
     rule50: Rule50Scale = Rule50Scale.ENGINE
-    strict: bool = Field(False, description="raise on a bad chunk instead of skipping it")
+    strict: bool = Field(False, description="raise on a bad chunk or record instead of skipping it")
+    max_chunk_records: int = Field(MAX_CHUNK_RECORDS, gt=0, description="a chunk holding more records is bad "
+                                   "(one game per chunk; bounds what one file may make the reader allocate)")
 
 
-def select_sources(config: DataConfig) -> tuple[list[ChunkSource], list[ChunkSource]]:
-    """(train, test) chunk sources as the config describes them."""
-    found = newest_chunks(list(find_chunks(config.paths)), config.num_chunks, config.chunk_order)
+@dataclass
+class SelectedSources:
+    """(train, test) chunk sources, and the files found unreadable while listing them (skipped)."""
+
+    train: list[ChunkSource]
+    test: list[ChunkSource]
+    unreadable: list[str] = field(default_factory=list)
+
+    def __iter__(self):  # (train, test) = select_sources(config)
+        return iter((self.train, self.test))
+
+
+def select_sources(config: DataConfig) -> SelectedSources:
+    """(train, test) chunk sources as the config describes them. A path that names nothing is an error (a
+    typo); an archive that cannot be listed whole costs only what it cannot give (reported in `unreadable`)."""
+    unreadable: list[str] = []
+
+    def skip(error: ChunkError) -> None:
+        if isinstance(error, MissingDataError):
+            raise error
+        unreadable.append(str(error))
+
+    found = newest_chunks(list(find_chunks(config.paths, on_error=skip)), config.num_chunks, config.chunk_order)
     if config.test_paths:
-        train, test = found, list(find_chunks(config.test_paths))
+        train, test = found, list(find_chunks(config.test_paths, on_error=skip))
     else:
         train, test = split_train_test(found, config.test_ratio)
     if not train:
-        raise Lc0DistillError(f"no training chunks found in {', '.join(config.paths)}")
-    return train, test
+        reason = f" ({len(unreadable)} unreadable: {unreadable[0]})" if unreadable else ""
+        raise Lc0DistillError(f"no training chunks found in {', '.join(config.paths)}{reason}")
+    return SelectedSources(train, test, unreadable)
 
 
 def make_loader(config: DataConfig, sources: list[ChunkSource], *, passes: int | None, rank: int = 0,
                 world_size: int = 1, device: str = "cpu", sample_rate: int | None = None,
-                seed_offset: int = 0) -> BatchLoader:
-    """A loader over `sources`; `passes=None` streams forever (training), 1 reads each record once (tests)."""
+                seed_offset: int = 0, needs_q: bool = False) -> BatchLoader:
+    """A loader over `sources`; `passes=None` streams forever (training), 1 reads each record once (tests).
+    `needs_q`: the value target reads data.q_source, so records without it are bad records."""
     spec = StreamSpec(
         sources=tuple(sources), batch_size=config.batch_size,
         sample_rate=config.sample_rate if sample_rate is None else sample_rate,
         shuffle_buffer=config.shuffle_buffer, seed=config.seed + seed_offset, passes=passes,
         rank=rank, world_size=world_size, strict=config.strict, drop_last=False,
+        q_source=config.q_source if needs_q else None, max_chunk_records=config.max_chunk_records,
     )
     return BatchLoader(spec, workers=config.workers, device=device, q_source=config.q_source, rule50=config.rule50)

@@ -5,14 +5,19 @@ k mod (ranks x workers), so no two workers or ranks read the same chunk. A shard
 keeps each record with probability 1/sample_rate, pushes the packed positions through its share of the
 shuffle buffer (capacity / workers slots, each displaced position is emitted: lczero's scheme), and emits
 fixed-size batches of packed positions. Results are the same for the same seed, worker count and rank
-count. Memory: POSITION_DTYPE.itemsize (2,224) bytes per buffered position, plus one chunk being read.
+count. Memory: POSITION_DTYPE.itemsize (2,232) bytes per buffered position, plus one chunk being read.
 
-Bad chunks are skipped, logged and reported back with the next batch, or raised with strict=True.
+Bad chunks are skipped, logged and reported back with the next batch, or raised with strict=True; so are bad
+records (non-finite or out-of-range fields, chunks/validate.py), each chunk's counted and the first named.
+Every position carries its source number and record index, so whoever finds a bad batch can say where it
+came from. A shard that reads a whole pass without one usable position stops with an error instead of
+looping forever (all its chunks bad, or everything sampled away).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -22,13 +27,27 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lc0distill.chess.expand import Rule50Scale
 from lc0distill.chunks.batch import Batch, make_batch
-from lc0distill.chunks.packed import POSITION_DTYPE, pack_records
-from lc0distill.chunks.reader import read_chunk
+from lc0distill.chunks.packed import POSITION_DTYPE, legal_entries, pack_records
+from lc0distill.chunks.reader import MAX_CHUNK_RECORDS, read_chunk
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.chunks.targets import QSource
-from lc0distill.errors import ChunkError
+from lc0distill.chunks.validate import BadRecords, find_bad_records
+from lc0distill.errors import ChunkError, Lc0DistillError
 
 log = logging.getLogger("lc0distill.data")
+
+
+class _CommandLineWarnings(logging.Handler):
+    """Where no one has configured logging (the lc0distill command), warnings go to stderr as the command writes
+    its own, `lc0distill: warning: ...`, instead of as logging's bare last-resort line; otherwise they only
+    propagate to the handlers configured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers and record.levelno >= logging.WARNING:
+            print(f"lc0distill: warning: {record.getMessage()}", file=sys.stderr)
+
+
+log.addHandler(_CommandLineWarnings())
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,8 @@ class StreamSpec:
     world_size: int = 1
     strict: bool = False
     drop_last: bool = False  # False: the end of the last pass gives one short batch
+    q_source: QSource | None = None  # the q/d pair the value target reads (records without it are bad)
+    max_chunk_records: int = MAX_CHUNK_RECORDS
 
 
 class ShuffleBuffer:
@@ -91,22 +112,43 @@ def _positions(rows: np.ndarray) -> np.ndarray:
     return rows.view(POSITION_DTYPE).reshape(len(rows))
 
 
-def shard_order(spec: StreamSpec, pass_index: int, shard: int, shards: int) -> list[ChunkSource]:
-    """The chunks one shard reads in one pass."""
+def shard_order(spec: StreamSpec, pass_index: int, shard: int, shards: int) -> list[int]:
+    """The chunks (indices into spec.sources) one shard reads in one pass."""
     order = np.random.default_rng([spec.seed, pass_index]).permutation(len(spec.sources))
-    return [spec.sources[i] for i in order[shard::shards]]
+    return [int(i) for i in order[shard::shards]]
+
+
+@dataclass
+class Problems:
+    """What a shard found wrong since its last item: bad chunks (their errors), bad records (how many, and
+    the first few named), and a fatal error (strict mode, or no usable data) that ends the stream."""
+
+    bad_chunks: list[str] = field(default_factory=list)
+    bad_records: int = 0
+    bad_record_examples: list[str] = field(default_factory=list)
+    fatal: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"bad_chunks": self.bad_chunks, "bad_records": self.bad_records,
+                "bad_record_examples": self.bad_record_examples, "fatal": self.fatal}
+
+    def __bool__(self) -> bool:
+        return bool(self.bad_chunks or self.bad_records or self.fatal)
+
+
+MAX_EXAMPLES = 3  # bad records named per report; all are counted
 
 
 @dataclass
 class _Emitter:
-    """Cuts a stream of packed positions into batches, carrying bad-chunk names along."""
+    """Cuts a stream of packed positions into batches, carrying the problems found along."""
 
     batch_size: int
     pending: list[np.ndarray] = field(default_factory=list)
     pending_count: int = 0
-    bad: list[str] = field(default_factory=list)
+    problems: Problems = field(default_factory=Problems)
 
-    def add(self, items: np.ndarray) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    def add(self, items: np.ndarray) -> Iterator[tuple[torch.Tensor, dict]]:
         if len(items):
             self.pending.append(items)
             self.pending_count += len(items)
@@ -129,47 +171,87 @@ class _Emitter:
         self.pending_count -= len(batch)
         return batch
 
-    def finish(self, drop_last: bool) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    def finish(self, drop_last: bool) -> Iterator[tuple[torch.Tensor, dict]]:
         rest = np.concatenate(self.pending) if self.pending else np.empty(0, POSITION_DTYPE)
         self.pending, self.pending_count = [], 0
         if len(rest) and not drop_last:
             yield self._payload(rest)
-        if self.bad:
+        if self.problems:
             yield self._payload(np.empty(0, POSITION_DTYPE))
 
-    def _payload(self, positions: np.ndarray) -> tuple[torch.Tensor, list[str]]:
-        bad, self.bad = self.bad, []
-        return torch.from_numpy(np.ascontiguousarray(positions).view(np.uint8)), bad
+    def fail(self, message: str) -> tuple[torch.Tensor, dict]:
+        self.problems.fatal = message
+        return self._payload(np.empty(0, POSITION_DTYPE))
+
+    def _payload(self, positions: np.ndarray) -> tuple[torch.Tensor, dict]:
+        problems, self.problems = self.problems, Problems()
+        return torch.from_numpy(np.ascontiguousarray(positions).view(np.uint8)), problems.as_dict()
 
 
-def _read_positions(source: ChunkSource, spec: StreamSpec, rng: np.random.Generator, emitter: _Emitter) -> np.ndarray:
+def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emitter: _Emitter) -> np.ndarray | None:
+    """The sampled, valid records of source `index`, packed; None when the chunk cannot be read."""
+    source = spec.sources[index]
     try:
-        records = read_chunk(source).records
+        records = read_chunk(source, spec.max_chunk_records).records
     except ChunkError as error:
         if spec.strict:
             raise
         log.warning("skipping bad chunk: %s", error)
-        emitter.bad.append(str(error))
-        return np.empty(0, POSITION_DTYPE)
+        emitter.problems.bad_chunks.append(str(error))
+        return None
+    numbers = np.arange(len(records), dtype=np.uint32)
     if spec.sample_rate > 1:
-        records = records[rng.random(len(records)) < 1.0 / spec.sample_rate]
-    return pack_records(records)
+        kept = rng.random(len(records)) < 1.0 / spec.sample_rate
+        records, numbers = records[kept], numbers[kept]
+    entries = legal_entries(records["probabilities"])
+    bad = find_bad_records(records, spec.q_source, entries)
+    packed = pack_records(records, entries, chunk=index, record_numbers=numbers)
+    if len(bad):
+        first = int(bad.indices[0])
+        if spec.strict:
+            raise ChunkError(source.name, bad.reasons[0], record=int(numbers[first]), field=bad.fields[0])
+        _report_bad_records(source, bad, numbers, emitter.problems)
+        packed = np.delete(packed, bad.indices)
+    return packed
 
 
-def stream_shard(spec: StreamSpec, worker: int = 0, workers: int = 1) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    """(packed positions as a uint8 tensor, names of chunks found bad since the last item) of one shard."""
+def _report_bad_records(source: ChunkSource, bad: BadRecords, numbers: np.ndarray, problems: Problems) -> None:
+    problems.bad_records += len(bad)
+    room = MAX_EXAMPLES - len(problems.bad_record_examples)
+    for i, fieldname, reason in list(zip(bad.indices, bad.fields, bad.reasons))[:max(room, 0)]:
+        problems.bad_record_examples.append(str(ChunkError(source.name, reason, record=int(numbers[i]), field=fieldname)))
+    log.warning("skipping %d bad records of %s", len(bad), source.name)
+
+
+EMPTY_PASSES_ALLOWED = 3  # passes in a row that give no position (all sampled away) before the shard gives up
+
+
+def stream_shard(spec: StreamSpec, worker: int = 0, workers: int = 1) -> Iterator[tuple[torch.Tensor, dict]]:
+    """(packed positions as a uint8 tensor, problems found since the last item) of one shard."""
     shard, shards = spec.rank * workers + worker, spec.world_size * workers
     rng = np.random.default_rng([spec.seed, shard, shards, 1])
     buffer = ShuffleBuffer(spec.shuffle_buffer // workers, rng)
     emitter = _Emitter(spec.batch_size)
-    if spec.passes is None and len(spec.sources) < shards:
-        raise ValueError(f"{len(spec.sources)} chunks cannot feed {shards} shards (ranks x workers) forever: "
-                         "use fewer workers or more chunks")
-    pass_index = 0
+    pass_index, empty_passes = 0, 0
     while spec.passes is None or pass_index < spec.passes:
         order = shard_order(spec, pass_index, shard, shards)
-        for source in order:
-            yield from emitter.add(buffer.push(_read_positions(source, spec, rng, emitter)))
+        readable = positions = 0
+        for index in order:
+            packed = _read_positions(index, spec, rng, emitter)
+            if packed is None:
+                continue
+            readable += 1
+            positions += len(packed)
+            yield from emitter.add(buffer.push(packed))
+        empty_passes = empty_passes + 1 if order and not positions else 0
+        if spec.passes is None and order and not readable:
+            yield emitter.fail(f"none of the {len(order)} chunks of this data shard can be read (first: "
+                               f"{emitter.problems.bad_chunks[0] if emitter.problems.bad_chunks else '?'})")
+            return
+        if spec.passes is None and empty_passes >= EMPTY_PASSES_ALLOWED:
+            yield emitter.fail(f"{empty_passes} passes over the {len(order)} chunks of this data shard gave no "
+                               f"usable position (sample_rate {spec.sample_rate}; bad records are skipped)")
+            return
         pass_index += 1
     yield from emitter.add(buffer.drain())
     yield from emitter.finish(spec.drop_last)
@@ -196,7 +278,8 @@ def _one_torch_thread(_worker: int) -> None:
 class BatchLoader:
     """Batches for training or evaluation, built on `device` from worker-packed positions.
 
-    `bad_chunks` collects the errors of the chunks skipped so far (each named once).
+    `bad_chunks` collects the errors of the chunks skipped so far (each named once), `bad_records` counts
+    the records skipped and `bad_record_examples` names the first few (chunk, record, field).
     """
 
     def __init__(self, spec: StreamSpec, workers: int = 2, device: torch.device | str = "cpu",
@@ -207,21 +290,62 @@ class BatchLoader:
         self.q_source = q_source
         self.rule50 = rule50
         self.bad_chunks: list[str] = []
+        self.bad_records = 0
+        self.bad_record_examples: list[str] = []
         self.positions = 0
+
+    def _check_shards(self) -> None:
+        shards = self.spec.world_size * max(self.workers, 1)
+        if self.spec.passes is None and len(self.spec.sources) < shards:
+            raise Lc0DistillError(
+                f"{len(self.spec.sources)} chunks cannot feed {shards} loader shards (ranks x data.workers) "
+                f"forever: set data.workers to at most {max(len(self.spec.sources) // self.spec.world_size, 0)} "
+                "or give more chunks")
 
     def packed_batches(self) -> Iterator[np.ndarray]:
         """(B,) POSITION_DTYPE arrays, before expansion."""
+        self._check_shards()
         loader = DataLoader(ChunkStream(self.spec), batch_size=None, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
                             worker_init_fn=_one_torch_thread if self.workers else None)
-        for payload, bad in loader:
-            self.bad_chunks.extend(bad)
+        stream = iter(loader)
+        while True:
+            try:
+                payload, problems = next(stream)
+            except StopIteration:
+                return
+            except ChunkError:  # strict mode, without workers: the error itself
+                raise
+            except RuntimeError as error:  # raised in a worker: DataLoader re-raises it as text
+                raise _worker_error(error) from None
+            self._note(problems)
             if payload.numel():
                 positions = payload.numpy().view(POSITION_DTYPE)
                 self.positions += len(positions)
                 yield positions
 
+    def _note(self, problems: dict) -> None:
+        self.bad_chunks.extend(problems["bad_chunks"])
+        self.bad_records += problems["bad_records"]
+        room = MAX_EXAMPLES - len(self.bad_record_examples)
+        self.bad_record_examples.extend(problems["bad_record_examples"][:max(room, 0)])
+        if problems["fatal"]:
+            raise Lc0DistillError(f"training data: {problems['fatal']}")
+
+    def source_name(self, index: int) -> str:
+        return self.spec.sources[index].name
+
     def __iter__(self) -> Iterator[Batch]:
         for packed in self.packed_batches():
             yield make_batch(packed, self.device, self.q_source, self.rule50)
 
+
+def _worker_error(error: RuntimeError) -> Exception:
+    """A loader worker's exception arrives as a RuntimeError holding its traceback's text: strict-mode chunk
+    errors (and other lc0distill errors) become one-line errors again; anything else stays a bug report."""
+    text = str(error)
+    for line in reversed(text.splitlines()):
+        for kind in ("ChunkError: ", "Lc0DistillError: "):
+            if kind in line:
+                return Lc0DistillError(line.split(kind, 1)[1].strip())
+    return error

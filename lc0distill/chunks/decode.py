@@ -76,7 +76,8 @@ def record_to_board(record: np.void) -> chess.Board:
 
 
 def _json_float(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+    """JSON has no NaN or infinity: those are null (find_bad_records says what was wrong)."""
+    return float(value) if math.isfinite(value) else None
 
 
 def decode_record(record: np.void, fen: str | None = None) -> dict:
@@ -89,7 +90,7 @@ def decode_record(record: np.void, fen: str | None = None) -> dict:
         elif field == "probabilities":
             probs = np.asarray(value)
             legal = np.flatnonzero(probs >= 0)
-            out["policy"] = {MOVES[i]: float(probs[i]) for i in legal[np.argsort(-probs[legal], kind="stable")]}
+            out["policy"] = {MOVES[i]: _json_float(float(probs[i])) for i in legal[np.argsort(-probs[legal], kind="stable")]}
             out["illegal_marker"] = _illegal_marker(probs)
         elif field == "reserved":
             out[field] = [_json_float(v) for v in value]

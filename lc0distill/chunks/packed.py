@@ -2,11 +2,15 @@
 
 A record is 8,396 bytes, most of it the dense 1858-float policy. A packed position keeps the 104 stored
 bitboards and the auxiliary bytes as they are, the policy as a sparse list of (index, probability) over
-the legal moves (chess has at most 218), and the scalar fields losses use: POSITION_DTYPE.itemsize bytes
-(2,224) per position, so a shuffle buffer of 1M positions holds about 2.2 GB (a test pins the size).
+the legal moves (chess has at most 218), the scalar fields losses use, and where the position came from (the
+loader's source number and the record's index, so a bad batch can name its chunk and record):
+POSITION_DTYPE.itemsize bytes (2,232) per position; a shuffle buffer of 1M positions holds about 2.2 GB (a test
+pins the size).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,37 +26,59 @@ POSITION_DTYPE = np.dtype(
      ("flags", "u1"), ("policy_count", "<u2"), ("policy_index", "<u2", (MAX_LEGAL_MOVES,)),
      ("policy_value", "<f4", (MAX_LEGAL_MOVES,)), ("played_idx", "<u2"), ("best_idx", "<u2"),
      ("visits", "<u4")] + [(name, "<f4") for name in SCALAR_FIELDS]
+    + [("chunk", "<u4"), ("record", "<u4")]  # where it came from: the loader's source number, the record's index
 )
 
 
-def _sparse_policy(probabilities: np.ndarray, out: np.ndarray) -> None:
-    """Fill policy_count / policy_index / policy_value / flags from dense (N, 1858) probabilities."""
-    legal = probabilities >= 0  # -1 and NaN mark illegal moves
-    rows, cols = np.divmod(np.flatnonzero(legal), probabilities.shape[1])  # 3x faster than 2-D nonzero
+@dataclass(frozen=True)
+class LegalEntries:
+    """The entries a record marks legal (>= 0; lc0 marks illegal moves -1, or NaN in lc0 0.21's V4), row by
+    row: what packing stores and what record validation (validate.py) sums, found in one pass."""
+
+    rows: np.ndarray  # (K,) intp, ascending
+    cols: np.ndarray  # (K,) intp, ascending within a row
+    values: np.ndarray  # (K,) float32
+    counts: np.ndarray  # (N,) int64 entries per row
+
+
+def legal_entries(probabilities: np.ndarray) -> LegalEntries:
+    rows, cols = np.divmod(np.flatnonzero(probabilities >= 0), probabilities.shape[1])  # 3x faster than nonzero
     counts = np.bincount(rows, minlength=len(probabilities))
-    too_many = counts > MAX_LEGAL_MOVES  # V3: illegal entries are 0.0, indistinguishable from legal
+    return LegalEntries(rows, cols, probabilities[rows, cols], counts)
+
+
+def _sparse_policy(probabilities: np.ndarray, out: np.ndarray, entries: LegalEntries | None = None) -> None:
+    """Fill policy_count / policy_index / policy_value / flags from dense (N, 1858) probabilities."""
+    entries = entries if entries is not None else legal_entries(probabilities)
+    too_many = entries.counts > MAX_LEGAL_MOVES  # V3: illegal entries are 0.0, indistinguishable from legal
     if too_many.any():
+        legal = probabilities >= 0
         legal[too_many] = probabilities[too_many] > 0  # keep the visited moves; every move counts as legal
         out["flags"][too_many] |= FLAG_ALL_LEGAL
-        rows, cols = np.divmod(np.flatnonzero(legal), probabilities.shape[1])
-        counts = np.bincount(rows, minlength=len(probabilities))
+        legal[np.count_nonzero(legal, axis=1) > MAX_LEGAL_MOVES] = False  # corrupt: validation drops it
+        entries = legal_entries(np.where(legal, probabilities, np.float32(-1.0)))
+    rows, cols, counts = entries.rows, entries.cols, entries.counts
     starts = np.cumsum(counts) - counts
     slots = np.arange(len(rows)) - starts[rows]  # rows are ascending, each row's columns too
     out["policy_count"] = counts
     out["policy_index"][rows, slots] = cols
-    out["policy_value"][rows, slots] = probabilities[rows, cols]
+    out["policy_value"][rows, slots] = entries.values
 
 
-def pack_records(records: np.ndarray) -> np.ndarray:
-    """(N,) RECORD_DTYPE -> (N,) POSITION_DTYPE."""
+def pack_records(records: np.ndarray, entries: LegalEntries | None = None, chunk: int = 0,
+                 record_numbers: np.ndarray | None = None) -> np.ndarray:
+    """(N,) RECORD_DTYPE -> (N,) POSITION_DTYPE. `entries`: legal_entries of the records, if already known;
+    `chunk` and `record_numbers` (default 0..N-1): the provenance stored with each position."""
     out = np.zeros(len(records), dtype=POSITION_DTYPE)
+    out["chunk"] = chunk
+    out["record"] = np.arange(len(records)) if record_numbers is None else record_numbers
     out["planes"] = records["planes"]
     for i, field in enumerate(("castling_us_ooo", "castling_us_oo", "castling_them_ooo", "castling_them_oo")):
         out["castling"][:, i] = records[field]
     for field in ("side_to_move_or_enpassant", "rule50_count", "invariance_info", "input_format", "version",
                   "played_idx", "best_idx", "visits", *SCALAR_FIELDS):
         out[field] = records[field]
-    _sparse_policy(records["probabilities"], out)
+    _sparse_policy(records["probabilities"], out, entries)
     return out
 
 

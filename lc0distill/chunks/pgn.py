@@ -1,10 +1,22 @@
 """Supervised training data from PGN games (CCRL engine games and the like), as lc0 users build it.
 
 Each mainline position becomes one V6 record (`records_from_game`): policy one-hot on the played move,
-z from the game's result, moves-left from the game's length, and the q/d fields from `[%eval ...]`
-comments where the PGN carries them (from z elsewhere). Games that cannot make correct records are
-skipped with a reason: an illegal or unreadable move, an unknown result (`*` or none), a start other than
-the standard position (a `FEN` header or a variant), or no moves at all.
+z from the game's result, moves-left from the game's length, and the q/d fields from the evaluation
+comments where the PGN carries them (from z elsewhere). Two kinds of evaluation comment are read:
+
+- lichess style, `{[%eval 0.17]}`, `{[%eval #-3]}`: from WHITE's point of view, whoever moved;
+- cutechess / CCRL style, `{+0.18/20 12s}`, `{-M12/40}`, `{0.00/1 0s, White wins by adjudication}`
+  (score in pawns or M<moves to mate>, then /depth, then the time and any text): from the point of view
+  of the side that JUST MOVED (the engine that played the move reports its own search score), so a
+  black move's `+0.50` is white's -0.50. `{book}` and other text carry no evaluation.
+
+Both evaluate the position after the move they follow. When a comment has both, `[%eval]` wins. Pawns
+become q by lc0's formula (`cp_to_q`); a mate for a side is q = +-1 for it.
+
+Games that cannot make correct records are skipped with a reason: an illegal or unreadable move, a null
+move (`--`, `Z0`, `0000`), a move played after FIDE's 75-move automatic draw, an unknown result (`*` or
+none), a start other than the standard position (a `FEN` header or a variant), or no moves at all. Text
+python-chess cannot parse skips that game, not the file.
 
 Inputs may be plain `.pgn`, gzip or zstandard files; the kind is told from the file's first bytes, so a
 misnamed file still reads. Everything is streamed: a file is never held in memory whole.
@@ -42,6 +54,13 @@ from lc0distill.errors import Lc0DistillError
 LC0_CP_SCALE = 90.0
 LC0_Q_SCALE = 1.5637541897
 
+# FIDE 9.6.2: 75 moves by each side (150 plies) without a capture or pawn move end the game as a draw,
+# unless the last of them mates. A move played from a position whose halfmove clock is 150 is therefore
+# not chess: the result written after it is not the game's result under the rules. It is also where we
+# skip rather than at 256 plies, where lc0's uint8 rule50_count would overflow: records made between
+# the two would pair legal-looking positions with a z the rules had already replaced by a draw.
+SEVENTY_FIVE_MOVE_PLIES = 150
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK_NAME = re.compile(r"^game_(\d+)\.gz$")
@@ -63,6 +82,9 @@ class SkipReason(StrEnum):
     NON_STANDARD_START = "non-standard start"
     VARIANT = "non-standard variant"
     NO_MOVES = "no moves"
+    NULL_MOVE = "null move"
+    PAST_75_MOVE_RULE = "past the 75-move rule"
+    UNREADABLE = "unreadable movetext"
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,7 @@ class ConvertedGame:
     number: int
     positions: int  # records in the chunk: one per position before each move
     chunk: bytes  # the game's chunk file, gzip-compressed as lc0 writes it
+    evaluated: int = 0  # positions whose q/d came from an evaluation comment (the others from z)
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -172,19 +195,55 @@ def open_pgn(path: str | os.PathLike) -> Iterator[PgnFile]:
             text.close()
 
 
+class UnreadableMovetext(ValueError):
+    """python-chess's parser itself failed on a game's text (a bug hostile text can reach)."""
+
+
 class _QuietGameBuilder(chess.pgn.GameBuilder):
     """python-chess's builder without its logging: errors stay in `game.errors` for the skip reason."""
 
     def handle_error(self, error: Exception) -> None:
         self.game.errors.append(error)
 
+    def end_variation(self) -> None:
+        # After a bad mainline move python-chess skips "to the end of the variation", so a stray ")"
+        # there ends the mainline itself and the next move or comment raises IndexError. The mainline
+        # stays; the game is skipped for its bad move anyway.
+        if len(self.variation_stack) > 1:
+            super().end_variation()
+
+
+_READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)  # the file, not the game
+
+
+def _skip_to_end_of_game(text: TextIO) -> None:
+    """Read on to the blank line that ends a game in PGN (or to the end of the file)."""
+    while (line := text.readline()) and not line.isspace():
+        pass
+
+
+def _read_game(text: TextIO) -> chess.pgn.Game | None:
+    """The next game, or None at the end; a python-chess crash on the text is a game with that error."""
+    builder = _QuietGameBuilder()
+    try:
+        return chess.pgn.read_game(text, Visitor=lambda: builder)
+    except _READ_ERRORS:
+        raise
+    except Exception as error:  # noqa: BLE001 - one game's odd text must not stop a file of millions
+        game = builder.game if hasattr(builder, "game") else chess.pgn.Game()  # headers, for the skip line
+        game.errors.append(UnreadableMovetext(f"python-chess failed on it: {type(error).__name__}: {error}"))
+        # The crash came from a movetext line, before the blank line that ends the game: read on to it,
+        # so the next read starts at the next game and the games keep their numbers.
+        _skip_to_end_of_game(text)
+        return game
+
 
 def read_games(pgn: PgnFile) -> Iterator[chess.pgn.Game]:
     """The games of a PGN file, in order; a corrupt compressed stream is a PgnError naming the file."""
     while True:
         try:
-            game = chess.pgn.read_game(pgn.text, Visitor=_QuietGameBuilder)
-        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as error:
+            game = _read_game(pgn.text)
+        except _READ_ERRORS as error:
             raise PgnError(pgn.path, f"cannot read (corrupt or truncated compressed data?): {error}") from None
         if game is None:
             return
@@ -225,21 +284,46 @@ def _start_problem(headers: chess.pgn.Headers) -> str | None:
     return None
 
 
+def _ply_label(board: chess.Board, move: chess.Move) -> str:
+    """`ply 7 (4. Qxf7#)`: where a move is, for a skip's detail."""
+    dots = "." if board.turn == chess.WHITE else "..."
+    return f"ply {board.ply() + 1} ({board.fullmove_number}{dots} {board.san(move)})"
+
+
+def _mainline_problem(game: chess.pgn.Game) -> tuple[SkipReason, str] | None:
+    """A null move, or a move after the 75-move draw, in the mainline (replayed once, no legality checks:
+    python-chess parsed every move as legal, and a parse error already skipped the game)."""
+    board = chess.Board()  # as the records are made: a standard FEN's move counters are not kept
+    for move in game.mainline_moves():
+        if move == chess.Move.null():
+            # "--", "Z0", "0000": python-chess plays it (the side to move passes); lc0 has no such move.
+            return SkipReason.NULL_MOVE, f"{_ply_label(board, move)}"
+        if board.halfmove_clock >= SEVENTY_FIVE_MOVE_PLIES:
+            return SkipReason.PAST_75_MOVE_RULE, (
+                f"{_ply_label(board, move)} is played after {SEVENTY_FIVE_MOVE_PLIES} plies without a capture or "
+                f"pawn move: the game was already drawn by rule (FIDE 9.6.2)")
+        board.push(move)
+    return None
+
+
 def skip_reason(game: chess.pgn.Game) -> tuple[SkipReason, str] | None:
     """Why `game` cannot become records (reason, detail), or None when it can."""
     if (problem := _variant_problem(game.headers)) is not None:
         return SkipReason.VARIANT, problem
     if (problem := _start_problem(game.headers)) is not None:
         return SkipReason.NON_STANDARD_START, problem
+    if unreadable := [e for e in game.errors if isinstance(e, UnreadableMovetext)]:
+        return SkipReason.UNREADABLE, str(unreadable[0])
     if game.errors:
-        # python-chess stops the mainline at the first bad move: the game as written is not the game played.
+        # python-chess stops the mainline at the first bad move, and after a bad move in a variation it
+        # may parse the following mainline moves on the variation's board: the moves read are not the game.
         return SkipReason.ILLEGAL_MOVE, str(game.errors[0])
     result = game.headers.get("Result", "*")
     if result not in RESULT_SCORES:
         return SkipReason.UNKNOWN_RESULT, f"result {result!r}"
     if game.next() is None:
         return SkipReason.NO_MOVES, "the game has no moves"
-    return None
+    return _mainline_problem(game)
 
 
 # ---------------------------------------------------------------------------------------------- evaluations
@@ -257,13 +341,41 @@ def score_to_q(score: chess.engine.Score) -> float:
     return cp_to_q(float(score.score()))
 
 
-def _white_q(node: chess.pgn.GameNode) -> float | None:
-    pov = node.eval()
-    return None if pov is None else score_to_q(pov.white())
+# cutechess / CCRL: the comment opens with "<score>/<depth>", the score "+0.18", "-1.25", "0.00" (pawns,
+# always with decimals, so "1/2" is not a score) or "+M5", "-M12" (mate); then the time, text, or nothing.
+_CUTECHESS_EVAL = re.compile(r"\s*(?P<sign>[+-]?)(?:M(?P<mate>\d+)|(?P<pawns>\d+\.\d+))/\d+(?=[\s,]|$)")
+
+
+def cutechess_q(comment: str) -> float | None:
+    """q of a cutechess/CCRL comment (`+0.18/20 12s`, `-M12/40`), from the view of the side that moved.
+
+    None for a comment without one (`book`, text). Mates are +-1 as `[%eval #N]` mates are (by the sign:
+    `+M5` the mover mates, `-M12` the mover is mated); pawns via lc0's cp_to_q.
+    """
+    match = _CUTECHESS_EVAL.match(comment)
+    if match is None:
+        return None
+    sign = -1.0 if match["sign"] == "-" else 1.0
+    if match["mate"] is not None:
+        return sign
+    return cp_to_q(sign * 100.0 * float(match["pawns"]))
+
+
+def _white_q(node: chess.pgn.GameNode, mover: chess.Color | None) -> float | None:
+    """White's q after `node`'s move from its comment; `mover` played that move (None at the root)."""
+    pov = node.eval()  # [%eval]: white's view already
+    if pov is not None:
+        return score_to_q(pov.white())
+    if mover is None:  # a comment before the first move: nobody moved, so a cutechess score has no side
+        return None
+    q = cutechess_q(node.comment)
+    if q is None:
+        return None
+    return q if mover == chess.WHITE else -q
 
 
 def white_q_per_position(game: chess.pgn.Game) -> list[float | None] | None:
-    """Per record (the position before each mainline move), white's q from the PGN's [%eval] comments.
+    """Per record (the position before each mainline move), white's q from the PGN's eval comments.
 
     An eval comment belongs to the node of the move it follows, so it evaluates the position AFTER that
     move: node k (move k) carries the eval of position k + 1, i.e. of the NEXT record. Position 0 takes
@@ -272,8 +384,16 @@ def white_q_per_position(game: chess.pgn.Game) -> list[float | None] | None:
     record's q/d then come from z); None overall when the game has no evals at all.
     """
     nodes = list(game.mainline())
-    values = [_white_q(game)] + [_white_q(node) for node in nodes[:-1]]
+    # Sides alternate from the start position's side to move (counted here: node.turn() walks to the root).
+    first = game.board().turn
+    movers = [first if k % 2 == 0 else not first for k in range(len(nodes))]
+    values = [_white_q(game, None)] + [_white_q(node, mover) for node, mover in zip(nodes[:-1], movers)]
     return values if any(v is not None for v in values) else None
+
+
+def evaluated_positions(white_q: list[float | None] | None) -> int:
+    """How many records take q/d from an evaluation rather than from z."""
+    return 0 if white_q is None else sum(q is not None for q in white_q)
 
 
 # ---------------------------------------------------------------------------------------------- conversion
@@ -300,7 +420,8 @@ class _GameJob:
 def _encode_job(job: _GameJob) -> ConvertedGame:
     records = records_from_game([chess.Move.from_uci(m) for m in job.moves], job.result, job.input_format,
                                 white_q=job.white_q)
-    return ConvertedGame(job.path, job.number, len(records), gzip_like_lc0(chunk_payload(records)))
+    return ConvertedGame(job.path, job.number, len(records), gzip_like_lc0(chunk_payload(records)),
+                         evaluated_positions(job.white_q))
 
 
 def _jobs(pgn: PgnFile, input_format: int) -> Iterator[_GameJob | SkippedGame]:

@@ -37,15 +37,40 @@ class Chunk:
         return self.source.name
 
 
-def inflate(data: bytes, name: str) -> bytes:
-    """Decompress a gzip file (every member of it); other data is returned as it is."""
+# One chunk is one game: the longest game the 75-move rule allows is under 12,000 plies. 16,384 records
+# (137 MB of V7 records) bounds what one chunk may make the reader allocate; data.max_chunk_records changes it.
+MAX_CHUNK_RECORDS = 16384
+_INFLATE_STEP = 4 << 20
+
+
+def max_chunk_bytes(max_records: int = MAX_CHUNK_RECORDS) -> int:
+    return max_records * max(RECORD_SIZES.values())
+
+
+def inflate(data: bytes, name: str, max_bytes: int | None = None) -> bytes:
+    """Decompress a gzip file (every member of it); other data is returned as it is. Inflating stops with an
+    error as soon as the output passes `max_bytes`: a small file that inflates to gigabytes is refused after
+    `max_bytes`, not after the gigabytes."""
     if not data.startswith(GZIP_MAGIC):
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ChunkError(name, f"{len(data):,} bytes is more than a chunk can hold ({max_bytes:,})")
         return data
-    parts = []
+    parts, total = [], 0
     while data:
         stream = inflater.decompressobj(wbits=31)
+        pending = data
         try:
-            parts.append(stream.decompress(data))
+            while True:
+                step = _INFLATE_STEP if max_bytes is None else min(_INFLATE_STEP, max_bytes - total + 1)
+                piece = stream.decompress(pending, step)
+                parts.append(piece)
+                total += len(piece)
+                if max_bytes is not None and total > max_bytes:
+                    raise ChunkError(name, f"inflates to more than {max_bytes:,} bytes, more than a chunk can hold "
+                                           "(data.max_chunk_records sets the limit)")
+                pending = stream.unconsumed_tail
+                if stream.eof or not pending:
+                    break
         except inflater.error as error:
             raise ChunkError(name, f"corrupt gzip stream ({error})") from None
         if not stream.eof:
@@ -146,11 +171,13 @@ def parse_chunk(raw: bytes, name: str) -> tuple[np.ndarray, int]:
     return upgraded, version
 
 
-def read_chunk(source: ChunkSource | str) -> Chunk:
-    """Read one chunk (gzip or uncompressed; a loose file or a tar member) into the in-memory layout."""
+def read_chunk(source: ChunkSource | str, max_records: int = MAX_CHUNK_RECORDS) -> Chunk:
+    """Read one chunk (gzip or uncompressed; a loose file or a tar member) into the in-memory layout. Nothing
+    beyond `max_records` records' worth of bytes is read or inflated."""
     if isinstance(source, str):
         source = ChunkSource(source)
-    raw = inflate(source.read_bytes(), source.name)
+    limit = max_chunk_bytes(max_records)
+    raw = inflate(source.read_bytes(limit), source.name, limit)
     records, version = parse_chunk(raw, source.name)
     return Chunk(source, records, version)
 

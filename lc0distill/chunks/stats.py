@@ -25,6 +25,7 @@ from lc0distill.chess.input_formats import InputFormat
 from lc0distill.chunks.layouts import INVARIANCE_BLACK_TO_MOVE, INVARIANCE_TRANSFORM_MASK
 from lc0distill.chunks.reader import read_chunk
 from lc0distill.chunks.sources import ChunkSource, find_chunks
+from lc0distill.chunks.validate import find_bad_records
 from lc0distill.errors import ChunkError
 
 # Step 0's 12 piece planes of the standard start, white to move, as records store them. Castling rights
@@ -33,6 +34,7 @@ from lc0distill.errors import ChunkError
 START_PLANES = encode_board(chess.Board(), InputFormat.CLASSICAL).stored_planes[:12].copy()
 
 _CASTLING_FIELDS = ("castling_us_ooo", "castling_us_oo", "castling_them_ooo", "castling_them_oo")
+MAX_EXAMPLES = 5  # bad records named in the report; all are counted
 _BLOCK = 1024  # records per vectorised block: bounds the (block, 1858) float64 temporaries to ~15 MB
 
 
@@ -103,12 +105,16 @@ class DatasetStats:
     abs_q_minus_z_sum: float = 0.0
     q_positions: int = 0  # positions carrying best_q (V4+, not NaN)
     entropy_sum: float = 0.0
+    entropy_positions: int = 0
     orig_q_positions: int = 0
     visits_sum: int = 0
     visits_positions: int = 0  # V6+ records (older versions store no visit count)
+    bad_records: int = 0  # records with non-finite or out-of-range fields: counted, left out of the sums
+    bad_record_examples: list[str] = field(default_factory=list)
 
-    def add_records(self, records: np.ndarray) -> None:
-        """Add one chunk's records (RECORD_DTYPE)."""
+    def add_records(self, records: np.ndarray, name: str = "chunk") -> None:
+        """Add one chunk's records (RECORD_DTYPE). Bad records (chunks/validate.py) count as positions of
+        their games, but stay out of every sum and mean, so one NaN cannot make the report NaN."""
         self.chunks += 1
         self.positions += len(records)
         _count_into(self.versions, records["version"])
@@ -121,6 +127,12 @@ class DatasetStats:
         self.results["black"] += int((scores < 0.5).sum())
         self.results["draw"] += int((scores == 0.5).sum())
 
+        bad = find_bad_records(records)
+        if len(bad):
+            self.bad_records += len(bad)
+            self.bad_record_examples.extend(bad.describe(name, MAX_EXAMPLES - len(self.bad_record_examples)))
+            records = np.delete(records, bad.indices)
+
         # V3 records store no best_q (it reads as 0), so they would only bias |q - z|.
         best_q = records["best_q"].astype(np.float64)
         has_q = (records["version"] >= 4) & ~np.isnan(best_q)
@@ -132,6 +144,7 @@ class DatasetStats:
         self.visits_sum += int(records["visits"][with_visits].astype(np.int64).sum())
         self.visits_positions += int(with_visits.sum())
 
+        self.entropy_positions += len(records)
         for begin in range(0, len(records), _BLOCK):
             self.entropy_sum += float(policy_entropy(records["probabilities"][begin : begin + _BLOCK]).sum())
 
@@ -142,7 +155,7 @@ class DatasetStats:
         except ChunkError as error:
             self.add_bad(error)
         else:
-            self.add_records(chunk.records)
+            self.add_records(chunk.records, chunk.name)
 
     def add_bad(self, error: ChunkError) -> None:
         message = str(error)
@@ -156,15 +169,17 @@ class DatasetStats:
             "games": self.games,
             "results": dict(self.results),
             "mean_abs_q_minus_z": _mean(self.abs_q_minus_z_sum, self.q_positions),
-            "policy_entropy": _mean(self.entropy_sum, self.positions),
+            "policy_entropy": _mean(self.entropy_sum, self.entropy_positions),
             "input_formats": {str(k): v for k, v in sorted(self.input_formats.items())},
             "versions": {str(k): v for k, v in sorted(self.versions.items())},
             "bad_files": list(self.bad_files),
             "chunks": self.chunks,
             "mean_plies_per_game": _mean(float(self.positions), self.games),
-            "share_with_orig_q": _mean(float(self.orig_q_positions), self.positions),
+            "share_with_orig_q": _mean(float(self.orig_q_positions), self.positions - self.bad_records),
             "mean_visits": _mean(float(self.visits_sum), self.visits_positions),
             "positions_with_best_q": self.q_positions,
+            "bad_records": self.bad_records,
+            "bad_record_examples": list(self.bad_record_examples),
         }
 
 

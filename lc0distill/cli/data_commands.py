@@ -11,6 +11,7 @@ from lc0distill.chunks.decode import decode_record
 from lc0distill.chunks.games import Game, reconstruct_games
 from lc0distill.chunks.reader import Chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks
+from lc0distill.chunks.validate import find_bad_records
 from lc0distill.cli import data_from_pgn, data_stats
 from lc0distill.errors import ChunkError
 
@@ -86,7 +87,18 @@ def inspect_chunk(chunk: Chunk, decode_count: int) -> dict:
         "records": len(records),
         "results": _results(games),
         "decoded": [decode_record(records[i], _fen_of_record(games, i)) for i in range(min(decode_count, len(records)))],
+        "bad_records": _bad_records(records),
     }
+
+
+MAX_LISTED_BAD_RECORDS = 100
+
+
+def _bad_records(records) -> list[dict]:
+    """Records unfit for training (non-finite or out-of-range fields): the first 100, with field and reason."""
+    bad = find_bad_records(records)
+    return [{"record": int(i), "field": f, "reason": r}
+            for i, f, r in list(zip(bad.indices, bad.fields, bad.reasons))[:MAX_LISTED_BAD_RECORDS]]
 
 
 def _print_inspection(report: dict) -> None:
@@ -95,20 +107,28 @@ def _print_inspection(report: dict) -> None:
           f"{report['records']} records; results: {results['white']} white, {results['black']} black, "
           f"{results['draw']} draws")
     for index, record in enumerate(report["decoded"]):
-        top = ", ".join(f"{move} {p:.3f}" for move, p in list(record["policy"].items())[:5])
+        top = ", ".join(f"{move} {_shown(p, '.3f')}" for move, p in list(record["policy"].items())[:5])
         played = f" played {record['played_move']}" if record.get("played_move") else ""
         print(f"  record {index}: {record['fen']}{played}")
-        print(f"    result q/d {record['result_q']:+.3f}/{record['result_d']:.3f}  best q/d "
-              f"{record['best_q']:+.3f}/{record['best_d']:.3f}  root q {record['root_q']:+.3f}  "
-              f"plies left {record['plies_left']:.0f}  rule50 {record['rule50_count']}")
+        print(f"    result q/d {_shown(record['result_q'], '+.3f')}/{_shown(record['result_d'], '.3f')}  best q/d "
+              f"{_shown(record['best_q'], '+.3f')}/{_shown(record['best_d'], '.3f')}  root q "
+              f"{_shown(record['root_q'], '+.3f')}  plies left {_shown(record['plies_left'], '.0f')}  "
+              f"rule50 {record['rule50_count']}")
         print(f"    policy: {top}")
+
+
+def _shown(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
     errors: list[str] = []
     reports = [inspect_chunk(chunk, args.records) for chunk in _chunks(args.paths, errors)]
+    for report in reports:
+        errors += [f"{report['path']}: record {bad['record']}: field {bad['field']}: {bad['reason']} (a bad record: "
+                   "training skips it)" for bad in report["bad_records"]]
     if args.json:
-        json.dump({"files": reports}, sys.stdout, indent=1)
+        json.dump({"files": reports}, sys.stdout, indent=1, allow_nan=False)
         print()
     else:
         for report in reports:

@@ -23,7 +23,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "stats", help="dataset statistics: positions, games, results, formats, value and policy targets",
         description="Statistics over all the chunks given: positions, games, results, record versions and "
                     "input formats, mean |best_q - z|, mean policy entropy. Unreadable chunks are skipped "
-                    "and listed (exit code 2).")
+                    "and listed, bad records (non-finite or out-of-range fields) counted, named and left out "
+                    "of the sums (exit code 2 for either).")
     stats.add_argument("paths", nargs="+", metavar="PATH", help=PATHS_HELP)
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(run=run_stats)
@@ -72,6 +73,7 @@ def _print_table(report: dict) -> None:
         ("mean visits", _number(report["mean_visits"], 1)),
         ("with orig_q", "-" if report["share_with_orig_q"] is None else f"{100 * report['share_with_orig_q']:.1f}%"),
         ("bad files", str(len(report["bad_files"]))),
+        ("bad records", str(report["bad_records"])),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -82,10 +84,13 @@ def run_stats(args: argparse.Namespace) -> int:
     stats = _collect(args.paths)
     report = stats.to_dict()
     if args.json:
-        json.dump(report, sys.stdout, indent=1)
+        json.dump(report, sys.stdout, indent=1, allow_nan=False)  # strict JSON: no NaN or Infinity, ever
         print()
     else:
         _print_table(report)
     for bad in report["bad_files"]:
         print(f"lc0distill: error: {bad['path']}: {bad['error']}", file=sys.stderr)
-    return 2 if report["bad_files"] else 0
+    if report["bad_records"]:
+        print(f"lc0distill: error: {report['bad_records']} bad records (non-finite or out-of-range fields), left "
+              f"out of the statistics: {'; '.join(report['bad_record_examples'])}", file=sys.stderr)
+    return 2 if report["bad_files"] or report["bad_records"] else 0

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from lc0distill.checks import check_finite_net
 from lc0distill.cli.arguments import input_format, positive_int
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS
-from lc0distill.export.exporter import ExportOptions, ExportTarget, convert_onnx_net, export_net
+from lc0distill.export.exporter import EXPORT_STAGES, ExportOptions, ExportTarget, convert_onnx_net, export_net
 from lc0distill.export.onnx_graph import DEFAULT_OPSET
 from lc0distill.export.runtime import OnnxNet
 from lc0distill.lc0.weights import Encoding
 from lc0distill.models.store import model_from_state, read_state
 from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
+from lc0distill.progress import track
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -63,7 +66,7 @@ def run_export(args: argparse.Namespace) -> int:
     steps = None
     if net_file_kind(args.net) == NetFileKind.TORCH:  # a checkpoint knows its step: lc0 files record it
         state = read_state(args.net)
-        net, steps = model_from_state(state), state.get("step")
+        net, steps = model_from_state(state, args.net), state.get("step")
     else:
         net = load_inference_net(args.net, args.input_format)
     if isinstance(net, OnnxNet):
@@ -76,7 +79,10 @@ def run_export(args: argparse.Namespace) -> int:
                                 tolerance=args.tolerance, check_data=args.check_data,
                                 check_positions=args.check_positions or DEFAULT_POSITIONS, license=args.license,
                                 training_steps=steps)
-        report = export_net(net, args.out, options)
+        check_finite_net(net, args.net)
+        with track(f"export {Path(args.out).name}", total=EXPORT_STAGES, unit="stages") as bar:
+            report = export_net(net, args.out, options, stage=lambda name: bar.advance(info=name))
+            bar.update(EXPORT_STAGES, info="done")
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=1)
         print()

@@ -27,6 +27,7 @@ from lc0distill.export.onnx_graph import build_onnx
 from lc0distill.export.runtime import built_onnx_net
 from lc0distill.models.net import count_parameters
 from lc0distill.models.store import load_model
+from lc0distill.report.plot import plot_runs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GAMES = PROJECT_ROOT / "data" / "quickstart-games.pgn.gz"
@@ -107,7 +108,8 @@ def run_quickstart(args: argparse.Namespace) -> int:
     for index, (name, size, distilled, multiple) in enumerate(RUNS, start=2):
         config = _config(chunks, out, name, size, distilled, args.steps, multiple)
         console.print(f"[bold]{min(index, 3)}/4[/] training the {name} ({size}) -> {config.train.run_dir}")
-        result = train(config, log=console.print, resume=not args.fresh)
+        result = train(config, log=lambda line: console.print(line, soft_wrap=True, markup=False),
+                       resume=not args.fresh)
         rows.append((name, config, result.positions_per_second))
     console.print("[bold]4/4[/] comparing on held-out games")
     _, test_sources = select_sources(rows[0][1].data)
@@ -132,4 +134,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
     for target, name in ((ExportTarget.ONNX, "student.onnx"), (ExportTarget.LC0_ONNX, "student-onnx.pb.gz")):
         report = export_net(student, run_dir / name, ExportOptions(target=target))
         print(f"  and as {target.value}: {report.path}\n    onnxruntime vs PyTorch, {report.check.describe()}")
+    picture = plot_runs([Path(config.train.run_dir) for _, config, _ in rows], out / "curves.png",
+                        title="quickstart: teacher, student alone, distilled student")
+    print(f"training curves of the three runs: {picture}")
     return 0

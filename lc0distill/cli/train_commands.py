@@ -7,13 +7,21 @@ import json
 import os
 import sys
 
+from pathlib import Path
+
+import torch
+
+from lc0distill.checks import check_batch_formats, check_finite_net, check_input_format
+from lc0distill.chunks.batch import make_batch
 from lc0distill.chunks.config import DataConfig, make_loader
-from lc0distill.cli.arguments import input_format
-from lc0distill.chunks.sources import find_chunks
+from lc0distill.chunks.probe import probe_chunks
+from lc0distill.chunks.sources import MissingDataError, find_chunks
+from lc0distill.cli.arguments import input_format, positive_int
 from lc0distill.config import load_config
-from lc0distill.errors import Lc0DistillError
+from lc0distill.errors import ChunkError, Lc0DistillError
 from lc0distill.evaluate import METRICS, evaluate_net
 from lc0distill.nets import load_inference_net
+from lc0distill.progress import track
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -37,9 +45,9 @@ def register(groups: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--input-format", type=input_format,
                           help="input format of raw .onnx nets that do not say it (lc0's leela2onnx files)")
     evaluate.add_argument("--data", nargs="+", required=True, metavar="PATH", help="chunks, folders or .tar files")
-    evaluate.add_argument("--positions", type=int, default=50000, help="at most this many (default %(default)s)")
-    evaluate.add_argument("--sample-rate", type=int, default=1, help="keep 1 record in N (default: all)")
-    evaluate.add_argument("--batch-size", type=int, default=512)
+    evaluate.add_argument("--positions", type=positive_int, default=50000, help="at most this many (default %(default)s)")
+    evaluate.add_argument("--sample-rate", type=positive_int, default=1, help="keep 1 record in N (default: all)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=512)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -56,17 +64,34 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    sources = list(find_chunks(args.data))
+    unreadable: list[str] = []
+
+    def skip(error: ChunkError) -> None:
+        if isinstance(error, MissingDataError):
+            raise error
+        unreadable.append(str(error))
+
+    sources = list(find_chunks(args.data, on_error=skip))
     if not sources:
         raise Lc0DistillError(f"no chunks found in {', '.join(args.data)}")
     data = DataConfig(paths=list(args.data), batch_size=args.batch_size, shuffle_buffer=0, workers=0)
-    results = {}
+    probe = probe_chunks(sources)
+    results, loaders = {}, []
     for path in args.nets:
         net = load_inference_net(path, args.input_format)
+        if isinstance(net, torch.nn.Module):
+            check_finite_net(net, path)
+        net_format = net.config.input_format
+        check_input_format(net_format, probe, path)
         loader = make_loader(data, sources, passes=1, sample_rate=args.sample_rate)
-        results[path] = evaluate_net(net, loader, args.positions)
+        with track(f"evaluate {Path(path).name}", total=args.positions, unit="positions") as bar:
+            results[path] = evaluate_net(net, _checked(loader, net_format, path), args.positions,
+                                         on_batch=lambda done: bar.update(min(done, args.positions), positions=done),
+                                         name=path)
+        loaders.append(loader)
+    _warn_about_data(unreadable, loaders[0])
     if args.json:
-        json.dump({"nets": results}, sys.stdout, indent=1)
+        json.dump({"nets": results}, sys.stdout, indent=1, allow_nan=False)
         print()
         return 0
     names = list(results)
@@ -76,3 +101,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         cells = [results[name][m] for m in (*METRICS, "positions")]
         print(f"{name:<{width}}  " + "  ".join(f"{c:>17.4f}" if isinstance(c, float) else f"{str(c):>17}" for c in cells))
     return 0
+
+
+def _checked(loader, net_format: int, path: str):
+    """The loader's batches, each checked to be in the net's input format (the probe only samples chunks)."""
+    for packed in loader.packed_batches():
+        check_batch_formats(net_format, packed["input_format"], packed["chunk"], loader.source_name, path)
+        yield make_batch(packed, loader.device, loader.q_source, loader.rule50)
+
+
+def _warn_about_data(unreadable: list[str], loader) -> None:
+    """What was skipped, on stderr (the metrics are over the rest)."""
+    for problem in unreadable + loader.bad_chunks:
+        print(f"lc0distill: warning: skipped: {problem}", file=sys.stderr)
+    if loader.bad_records:
+        examples = "; ".join(loader.bad_record_examples)
+        print(f"lc0distill: warning: skipped {loader.bad_records} bad records ({examples})", file=sys.stderr)

@@ -26,7 +26,7 @@ def _check_step(step: int) -> int:
 class LrSchedule(BaseModel):
     """The learning rate: constant, lczero-style step drops, or a half-cosine, each with optional warmup."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["constant", "steps", "cosine"] = Field(
         "constant", description="constant: lr; steps: lr_values between lr_boundaries; cosine: lr down to min_lr")
@@ -113,7 +113,7 @@ def learning_rate(config: LrSchedule, step: int) -> float:
 class TeacherWeightSchedule(BaseModel):
     """How much the teacher's targets count, from 0 (data only) to 1 (teacher only)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["constant", "linear_decay", "switch_off"] = Field(
         "constant", description="constant: weight; linear_decay: weight down to 0; switch_off: weight, then 0")
@@ -166,7 +166,7 @@ def teacher_weight(config: TeacherWeightSchedule, step: int) -> float:
 class TemperatureSchedule(BaseModel):
     """The softmax temperature of the teacher's policy targets; always > 0."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["constant", "linear"] = Field(
         "constant", description="constant: start; linear: start to end over steps, then end")

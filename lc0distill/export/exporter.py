@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import gzip
 import os
+from typing import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -23,7 +24,7 @@ from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS, check_planes
 from lc0distill.export.onnx_graph import DEFAULT_OPSET, build_onnx
 from lc0distill.export.runtime import OnnxNet, built_onnx_net
-from lc0distill.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, output_diff
+from lc0distill.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, non_finite_outputs, output_diff
 from lc0distill.fileio import write_atomic
 from lc0distill.lc0 import proto
 from lc0distill.lc0.onnx_net import onnx_net_message
@@ -92,26 +93,44 @@ def _check(diff: OutputDiff, tolerance: float, what: str) -> None:
                                 f"(tolerance {tolerance:g}); nothing written")
 
 
-def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) -> ExportReport:
-    """Export, check against `net` on real positions, then write `out` atomically."""
+EXPORT_STAGES = 5  # stage() calls of export_net: positions, build, check, compare, write
+
+
+def _no_stage(name: str) -> None:
+    pass
+
+
+def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions,
+               stage: Callable[[str], None] = _no_stage) -> ExportReport:
+    """Export, check against `net` on real positions, then write `out` atomically. `stage(name)` is called as
+    each of the EXPORT_STAGES stages begins (progress)."""
     net = copy.deepcopy(net).float().cpu().eval()  # the caller's net keeps its device, dtype and mode
+    stage("check positions")
     planes = check_planes(net.config.input_format, options.check_data, options.check_positions)
     with torch.no_grad():
         reference = net(planes)
+    broken = non_finite_outputs(reference)
+    if broken:
+        raise ExportCheckFailed(f"the net's {' and '.join(broken)} outputs are not finite (NaN or infinity) on the "
+                                f"{len(planes)} check positions: a net that cannot play; nothing written")
     if options.target == ExportTarget.LC0:
-        return _export_lc0(net, out, options, planes, reference)
+        return _export_lc0(net, out, options, planes, reference, stage)
+    stage("build the ONNX graph")
     model = build_onnx(net, options.opset, options.fp16)
+    stage("onnx.checker")
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:  # a bug here, not a user error: say so plainly
         raise ExportCheckFailed(f"onnx.checker rejects the exported model: {error}") from None
     data = model.SerializeToString()
+    stage("onnxruntime against PyTorch")
     runtime = built_onnx_net(data, net.config, str(out))
     tolerance = options.tolerance if options.tolerance is not None else (FP16_TOLERANCE if options.fp16 else FP32_TOLERANCE)
     diff = output_diff(reference, runtime(planes))
     _check(diff, tolerance, "onnxruntime on the exported model")
     if options.target == ExportTarget.LC0_ONNX:
         data = net_file_bytes(onnx_net_message(runtime.embedded(), options.license, options.training_steps))
+    stage("write")
     write_atomic(out, data)
     return ExportReport(path=str(out), target=options.target.value, bytes=len(data),
                         data_type="float16" if options.fp16 else "float32", opset=options.opset, encoding=None,
@@ -119,14 +138,17 @@ def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions) ->
 
 
 def _export_lc0(net: SEResNet, out: str | os.PathLike, options: ExportOptions, planes: torch.Tensor,
-                reference) -> ExportReport:
+                reference, stage: Callable[[str], None]) -> ExportReport:
     encoding = _lc0_encoding(options)
+    stage("encode the weights")
     data = net_file_bytes(net_message(net, encoding, options.license, options.training_steps))
+    stage("read back")
     reread = net_from_message(proto.Net.FromString(gzip.decompress(data)), out)  # through the reader, as saved
     with torch.no_grad():
         diff = output_diff(reference, reread(planes))
     tolerance = options.tolerance if options.tolerance is not None else LC0_TOLERANCE[encoding]
     _check(diff, tolerance, f"the {encoding.value} lc0 file read back")
+    stage("compared; write")
     write_atomic(out, data)
     return ExportReport(path=str(out), target=options.target.value, bytes=len(data), data_type=encoding.value,
                         opset=None, encoding=encoding.value, check=diff, tolerance=tolerance)

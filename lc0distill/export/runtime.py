@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.onnx_graph import (
     INPUT_NAME, METADATA_INPUT_FORMAT, METADATA_NET, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME,
@@ -56,7 +57,7 @@ class OnnxNet:
                  device: str = "cpu"):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: its errors are raised, and reported as one line
         try:
             self.session = ort.InferenceSession(model, options, providers=providers(device))
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -97,7 +98,11 @@ class OnnxNet:
     def run(self, planes: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs by role (policy, wdl, value, mlh) for (B, 112, 8, 8) planes, as float32."""
         wanted = {role: name for role, name in self.names.items() if name}
-        results = self.session.run(list(wanted.values()), {self.input_name: planes.astype(self.input_dtype)})
+        try:
+            results = self.session.run(list(wanted.values()), {self.input_name: planes.astype(self.input_dtype)})
+        except Exception as error:  # a damaged graph fails only when run (onnxruntime's own exception types)
+            raise Lc0DistillError(f"{self.path}: onnxruntime cannot run the model "
+                                  f"({str(error).splitlines()[0][:300]})") from None
         return {role: np.asarray(r, dtype=np.float32) for role, r in zip(wanted, results)}
 
     def __call__(self, planes: torch.Tensor) -> NetOutput:
@@ -143,7 +148,11 @@ def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, thr
     metadata = {p.key: p.value for p in model.metadata_props}
     if input_format is None:
         if METADATA_INPUT_FORMAT in metadata:
-            input_format = int(metadata[METADATA_INPUT_FORMAT])
+            text = metadata[METADATA_INPUT_FORMAT]
+            if not text.strip().isdigit() or int(text) not in SUPPORTED_INPUT_FORMATS:
+                raise Lc0DistillError(f"{path}: metadata {METADATA_INPUT_FORMAT} {text!r} is not an input format "
+                                      f"lc0distill knows ({', '.join(map(str, sorted(SUPPORTED_INPUT_FORMATS)))})")
+            input_format = int(text)
         elif need_input_format:
             raise Lc0DistillError(f"{path}: the ONNX file does not say its input format (lc0's leela2onnx files "
                                   f"do not): pass --input-format N (1 = classical)")

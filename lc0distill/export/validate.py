@@ -6,6 +6,7 @@ of the plies, relative to max(1, |plies|) (a 200-ply estimate is not expected to
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,7 +27,9 @@ class OutputDiff:
 
     @property
     def worst(self) -> float:
-        return max(d for d in (self.policy, self.wdl, self.value, self.mlh) if d is not None)
+        """The largest difference; NaN when any difference is NaN (Python's max() would drop it)."""
+        found = [d for d in (self.policy, self.wdl, self.value, self.mlh) if d is not None]
+        return math.nan if any(math.isnan(d) for d in found) else max(found)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -36,6 +39,12 @@ class OutputDiff:
         parts += [f"{name} {value:.2e}" for name, value in (("WDL", self.wdl), ("value", self.value),
                                                              ("moves-left (relative)", self.mlh)) if value is not None]
         return f"max |difference| over {self.positions} positions: " + ", ".join(parts)
+
+
+def non_finite_outputs(out: NetOutput) -> list[str]:
+    """The outputs of a net that hold NaN or infinite values (a net that cannot be right)."""
+    named = {"policy": out.policy_logits, "WDL": out.wdl_logits, "value": out.value, "moves-left": out.moves_left}
+    return [name for name, tensor in named.items() if tensor is not None and not bool(torch.isfinite(tensor).all())]
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:

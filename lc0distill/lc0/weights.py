@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+from pydantic import ValidationError
 
 from lc0distill.chess.input_formats import is_hectoplies
 from lc0distill.errors import Lc0DistillError
 from lc0distill.fileio import write_atomic
 from lc0distill.lc0 import proto
 from lc0distill.models.blocks import BN_EPSILON, ConvBN
-from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead
+from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead, check_net_size
 from lc0distill.models.net import RULE50_INPUT_SCALE, RULE50_PLANE, SEResNet
 
 MAGIC = 0x1C0
@@ -51,7 +53,18 @@ _LAYER_ENCODING = {Encoding.LINEAR16: proto.Layer.LINEAR16, Encoding.FLOAT16: pr
 # ------------------------------------------------------------------------------------------- layers
 
 def decode_layer(layer, name: str, path: str) -> np.ndarray:
-    """One Layer's values as float32 (flat)."""
+    """One Layer's values as float32 (flat); NaN or infinite values (which no trained net holds, and which
+    would make every output NaN) are an error naming the layer."""
+    values = _decode_values(layer, name, path)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise WeightsError(path, f"{name}: {values.size - int(finite.sum()):,} of {values.size:,} values are NaN or "
+                                 "infinite")
+    return values
+
+
+def _decode_values(layer, name: str, path: str) -> np.ndarray:
+    _check_known_encoding(layer, name, path)
     encoding = layer.encoding if layer.HasField("encoding") and layer.encoding else proto.Layer.LINEAR16
     params = layer.params
     if encoding == proto.Layer.FLOAT32:
@@ -69,9 +82,23 @@ def decode_layer(layer, name: str, path: str) -> np.ndarray:
         # lc0 computes v / 65535.0f * range + min in float32 with a fused multiply-add (one rounding at the
         # end); the product of two float32 is exact in float64, so this gives lc0's values bit for bit.
         low, high = np.float32(layer.min_val), np.float32(layer.max_val)
+        if not (np.isfinite(low) and np.isfinite(high)
+                and abs(float(high) - float(low)) <= float(np.finfo(np.float32).max)):
+            raise WeightsError(path, f"{name}: LINEAR16 range [{layer.min_val:g}, {layer.max_val:g}] is not finite "
+                                     "in float32")
         theta = raw.astype(np.float32) / np.float32(65535.0)
         return (theta.astype(np.float64) * float(high - low) + float(low)).astype(np.float32)
     raise WeightsError(path, f"{name}: unknown layer encoding {encoding}")
+
+
+def _check_known_encoding(layer, name: str, path: str) -> None:
+    """An encoding this .proto does not list lands in the unknown fields (proto2 enums are closed), and the
+    layer would read as LINEAR16: refuse it instead."""
+    number = layer.DESCRIPTOR.fields_by_name["encoding"].number
+    for field in UnknownFieldSet(layer):
+        if field.field_number == number:
+            raise WeightsError(path, f"{name}: layer encoding {field.data} is not one this lc0distill knows "
+                                     f"({', '.join(proto.Layer.Encoding.keys())})")
 
 
 def linear16_range(values: np.ndarray) -> tuple[float, float]:
@@ -136,17 +163,58 @@ def _enum_name(enum_type, value: int) -> str:
         return f"unknown ({value})"
 
 
-def open_net(path: str | os.PathLike):
-    path = str(path)
+# A .pb.gz is inflated in steps and given up on past these bounds (before the protobuf parser or any tensor
+# takes memory): 1.5 GiB holds a 500M-parameter LINEAR16 net; weights compress by less than 2x, so a file
+# that inflates 64 times its size past 64 MiB is not a net (a gzip bomb, or a net of zeros).
+MAX_NET_BYTES = 3 << 29
+MAX_INFLATE_RATIO = 64
+_RATIO_FLOOR = 64 << 20
+
+
+def _read_file(path: str) -> bytes:
+    file = Path(path)
     try:
-        data = Path(path).read_bytes()
+        if not file.is_file():
+            raise WeightsError(path, "cannot read: " + ("no such file" if not file.exists() else "not a regular file"))
+        size = file.stat().st_size
+        if size > MAX_NET_BYTES:
+            raise WeightsError(path, f"{size:,} bytes is larger than any net lc0distill reads ({MAX_NET_BYTES:,})")
+        return file.read_bytes()
     except OSError as error:
         raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _inflate_bounded(data: bytes, path: str) -> bytes:
+    """gzip -> bytes, stopping at MAX_NET_BYTES or at a ratio no real net has."""
+    stream = zlib.decompressobj(wbits=31)
+    parts, total, step = [], 0, 16 << 20
+    try:
+        pending = data
+        while True:
+            piece = stream.decompress(pending, step)
+            parts.append(piece)
+            total += len(piece)
+            if total > MAX_NET_BYTES:
+                raise WeightsError(path, f"inflates to more than {MAX_NET_BYTES:,} bytes: larger than any net "
+                                         "lc0distill reads")
+            if total > _RATIO_FLOOR and total > MAX_INFLATE_RATIO * len(data):
+                raise WeightsError(path, f"inflates more than {MAX_INFLATE_RATIO}x ({len(data):,} bytes to over "
+                                         f"{total:,}): not a net (lc0 weights compress by less than 2x)")
+            pending = stream.unconsumed_tail
+            if stream.eof or (not pending and not piece):
+                break
+    except zlib.error as error:
+        raise WeightsError(path, f"truncated or corrupt gzip data ({error})") from None
+    if not stream.eof:
+        raise WeightsError(path, "truncated or corrupt gzip data (the file ends inside the gzip stream)")
+    return b"".join(parts)
+
+
+def open_net(path: str | os.PathLike):
+    path = str(path)
+    data = _read_file(path)
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as error:
-            raise WeightsError(path, f"truncated or corrupt gzip data ({error})") from None
+        data = _inflate_bounded(data, path)
     if data.startswith((b"1\n", b"2\n")):
         raise WeightsError(path, "text format weights files are no longer supported (lc0 refuses them too)")
     net = proto.Net()
@@ -156,7 +224,18 @@ def open_net(path: str | os.PathLike):
         raise WeightsError(path, f"not an lc0 network file (protobuf: {error})") from None
     if net.magic != MAGIC:
         raise WeightsError(path, f"wrong magic 0x{net.magic:x} (lc0 nets have 0x1c0): not an lc0 network file")
+    _check_known_enums(net.format.network_format, path)
     return net
+
+
+def _check_known_enums(fmt, path: str) -> None:
+    """proto2 enums are closed: a value this .proto does not list is parsed into the unknown fields and the
+    field reads as unset (an unknown input format would read as format 1). Refuse such files instead."""
+    for field in UnknownFieldSet(fmt):
+        known = fmt.DESCRIPTOR.fields_by_number.get(field.field_number)
+        if known is not None and known.enum_type is not None:
+            raise WeightsError(path, f"format.network_format.{known.name}: value {field.data} is not one this "
+                                     f"lc0distill knows ({', '.join(known.enum_type.values_by_name)})")
 
 
 _UNSUPPORTED_BODIES = {
@@ -212,7 +291,7 @@ def config_from_net(net, path: str) -> NetConfig:
     squeeze = _size(w.residual[0].se.b1) if len(w.residual) and w.residual[0].HasField("se") else 0
     policy = PolicyHead.CONVOLUTION if fmt.policy == NF.POLICY_CONVOLUTION else PolicyHead.CLASSICAL
     moves_left = fmt.moves_left == NF.MOVES_LEFT_V1 and w.HasField("moves_left")
-    return NetConfig(
+    sizes = dict(
         filters=filters, blocks=len(w.residual), se_channels=squeeze,
         policy=policy,
         policy_channels=max(1, _size(w.policy.weights) // filters) if policy == PolicyHead.CLASSICAL else 32,
@@ -224,23 +303,35 @@ def config_from_net(net, path: str) -> NetConfig:
         activation=Activation.MISH if fmt.default_activation == NF.DEFAULT_ACTIVATION_MISH else Activation.RELU,
         input_format=fmt.input or 1,
     )
+    try:
+        return NetConfig(**sizes)
+    except ValidationError as error:  # sizes beyond the bounds, an input format lc0distill does not know
+        problem = error.errors()[0]
+        key = ".".join(str(part) for part in problem["loc"])
+        raise WeightsError(path, f"a net with {key} {sizes.get(key, '?')}: {problem['msg']}") from None
 
 
 class _Loader:
-    """Copies decoded layers into the model's tensors, checking sizes and naming what does not fit."""
+    """Copies decoded layers into the model's tensors, checking sizes and naming what does not fit.
+    `sizes_only`: check that every tensor is there with its size, without decoding or copying anything (run on
+    a model on the meta device, before the real one takes memory)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, sizes_only: bool = False):
         self.path = path
+        self.sizes_only = sizes_only
 
     def tensor(self, layer, name: str, target: torch.Tensor, required: bool = True) -> None:
         if not layer.params:
             if required:
                 raise WeightsError(self.path, f"{name}: missing (expected {target.numel()} values)")
             return
-        values = decode_layer(layer, name, self.path)
-        if values.size != target.numel():
+        values = None if self.sizes_only else decode_layer(layer, name, self.path)
+        count = values.size if values is not None else _size(layer)
+        if count != target.numel():
             shape = "x".join(map(str, target.shape))
-            raise WeightsError(self.path, f"{name}: {values.size} values, expected {target.numel()} ({shape})")
+            raise WeightsError(self.path, f"{name}: {count} values, expected {target.numel()} ({shape})")
+        if values is None:
+            return
         with torch.no_grad():
             target.copy_(torch.from_numpy(values).view_as(target))
 
@@ -260,18 +351,21 @@ class _Loader:
             self.tensor(block.bn_gammas, f"{name}.bn_gammas", bn.weight, required=False)
             self.tensor(block.bn_betas, f"{name}.bn_betas", bn.bias, required=False)
             if block.biases.params:  # a conv bias applies before BN: fold it into the mean
-                bias = torch.from_numpy(decode_layer(block.biases, f"{name}.biases", self.path))
-                if bias.numel() != bn.running_mean.numel():
-                    raise WeightsError(self.path, f"{name}.biases: {bias.numel()} values, expected {bn.running_mean.numel()}")
-                bn.running_mean.sub_(bias)
+                bias = None if self.sizes_only else torch.from_numpy(
+                    decode_layer(block.biases, f"{name}.biases", self.path))
+                count = bias.numel() if bias is not None else _size(block.biases)
+                if count != bn.running_mean.numel():
+                    raise WeightsError(self.path, f"{name}.biases: {count} values, expected {bn.running_mean.numel()}")
+                if bias is not None:
+                    bn.running_mean.sub_(bias)
 
     def linear(self, weight, bias, name: str, module: torch.nn.Linear) -> None:
         self.tensor(weight, f"{name}_w", module.weight)
         self.tensor(bias, f"{name}_b", module.bias)
 
 
-def _load_weights(model: SEResNet, w, path: str) -> None:
-    load = _Loader(path)
+def _load_weights(model: SEResNet, w, path: str, sizes_only: bool = False) -> None:
+    load = _Loader(path, sizes_only)
     load.conv_block(w.input, "weights.input", model.input)
     if not is_hectoplies(model.config.input_format):  # files hold weights for the raw rule50 count
         with torch.no_grad():
@@ -285,6 +379,10 @@ def _load_weights(model: SEResNet, w, path: str) -> None:
             load.tensor(block.se.b1, f"{name}.se.b1", module.se.fc1.bias)
             load.tensor(block.se.w2, f"{name}.se.w2", module.se.fc2.weight)
             load.tensor(block.se.b2, f"{name}.se.b2", module.se.fc2.bias)
+        elif block.HasField("se") and any(layer.params for layer in (block.se.w1, block.se.b1, block.se.w2,
+                                                                       block.se.b2)):
+            raise WeightsError(path, f"{name}.se: SE weights in a net read without SE units (their width is the "
+                                     f"size of weights.residual[0].se.b1: {_size(w.residual[0].se.b1)})")
     if model.config.policy == PolicyHead.CONVOLUTION:
         load.conv_block(w.policy1, "weights.policy1", model.policy.policy1)
         load.tensor(w.policy.weights, "weights.policy.weights", model.policy.policy.weight)
@@ -345,7 +443,12 @@ def read_net(path: str | os.PathLike) -> SEResNet:
 
 def net_from_message(net, path: str | os.PathLike) -> SEResNet:
     """The SEResNet of a parsed Net message (`path` names it in errors)."""
-    model = SEResNet(config_from_net(net, str(path)))
+    config = config_from_net(net, str(path))
+    check_net_size(config, path)
+    with torch.device("meta"):  # every tensor there and of its size before the net takes memory: a few KB
+        skeleton = SEResNet(config)  # describing a huge net with tensors missing must not allocate it
+    _load_weights(skeleton, net.weights, str(path), sizes_only=True)
+    model = SEResNet(config)
     _load_weights(model, net.weights, str(path))
     return model.eval()
 

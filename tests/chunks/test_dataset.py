@@ -29,8 +29,27 @@ def all_records(sources):
     return np.concatenate([read_chunk(s).records for s in sources])
 
 
+PROVENANCE = ("chunk", "record")
+
+
 def _multiset(packed: np.ndarray) -> list[bytes]:
-    return sorted(p.tobytes() for p in packed)
+    """The positions' contents, whatever their order (provenance left out: see _assert_provenance)."""
+    content = packed.copy()
+    for name in PROVENANCE:
+        content[name] = 0
+    return sorted(p.tobytes() for p in content)
+
+
+def _assert_provenance(packed: np.ndarray, sources) -> None:
+    """Every position names the chunk and record it came from: each (chunk, record) once, and the planes
+    stored there are the record's."""
+    pairs = set(zip(packed["chunk"].tolist(), packed["record"].tolist()))
+    assert len(pairs) == len(packed)
+    expected = {(i, r) for i, source in enumerate(sources) for r in range(len(read_chunk(source).records))}
+    assert pairs == expected
+    for position in packed[:: max(len(packed) // 50, 1)]:
+        record = read_chunk(sources[int(position["chunk"])]).records[int(position["record"])]
+        assert np.array_equal(position["planes"], record["planes"])
 
 
 def _stream(spec: StreamSpec, workers: int) -> list[np.ndarray]:
@@ -38,7 +57,7 @@ def _stream(spec: StreamSpec, workers: int) -> list[np.ndarray]:
 
 
 def test_packed_position_size_is_documented():
-    assert POSITION_DTYPE.itemsize == 2224
+    assert POSITION_DTYPE.itemsize == 2232
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -47,6 +66,7 @@ def test_every_record_exactly_once(sources, all_records, workers):
     batches = _stream(spec, workers)
     assert sum(len(b) < 300 for b in batches) <= workers  # each worker's last batch may be short
     assert _multiset(np.concatenate(batches)) == _multiset(pack_records(all_records))
+    _assert_provenance(np.concatenate(batches), sources)
 
 
 def test_two_ranks_split_the_chunks(sources, all_records):
@@ -58,7 +78,7 @@ def test_two_ranks_split_the_chunks(sources, all_records):
     spec = StreamSpec(sources, batch_size=1, world_size=2)
     for pass_index in range(3):
         shards = [shard_order(spec, pass_index, shard, 4) for shard in range(4)]
-        names = [s.name for shard in shards for s in shard]
+        names = [sources[i].name for shard in shards for i in shard]
         assert sorted(names) == sorted(s.name for s in sources)
 
 

@@ -288,7 +288,9 @@ def test_bad_games_are_skipped_with_reasons(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip().endswith(
         "skipped: 3 (illegal move: 1, unknown result: 1, non-standard start: 1)")
-    assert captured.out.startswith("wrote 2 games, 11 positions")
+    file_line, total_line = captured.out.splitlines()
+    assert file_line == f"{pgn}: 2 games, 11 positions (q from evals: 0, from z: 11); skipped: 3"
+    assert total_line.startswith("wrote 2 games, 11 positions")
     assert "game 2" in captured.err and "Ke3" in captured.err and "game 4" in captured.err
     assert _games_back(out) == [("e2e4 e7e5 f1c4 b8c6 d1h5 g8f6 h5f7".split(), "1-0"),
                                 ("f2f3 e7e5 g2g4 d8h4".split(), "0-1")]

@@ -20,7 +20,8 @@ def test_inspect_json_shape_and_content(capsys, lc0_data):
     doc = _json(capsys, ["data", "inspect", str(folder), "--json", "--records", "2"])
     assert set(doc) == {"files"} and len(doc["files"]) == 3
     first = doc["files"][0]
-    assert set(first) == {"path", "version", "input_format", "records", "results", "decoded"}
+    assert set(first) == {"path", "version", "input_format", "records", "results", "decoded", "bad_records"}
+    assert first["bad_records"] == []  # lc0's own records are all fit for training
     assert first["version"] == 6 and first["input_format"] == 3 and first["records"] == 78
     assert first["results"] == {"white": 0, "black": 1, "draw": 0}  # game 0 of this folder: 0-1
     record = first["decoded"][0]

@@ -54,3 +54,18 @@ def test_net_eval_user_errors(capsys, tmp_path, argv):
     assert main(["net", "eval", str(path), *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fen, reason", [
+    ("8/8/8/8/8/8/8/8 w - - 0 1", "no white king"),
+    ("4k3/8/8/8/8/8/8/4K2R w KQ - 0 1", "castling rights without the king and rook at home"),
+    ("P3k3/8/8/8/8/8/8/4K3 w - - 0 1", "pawns on the first or last rank"),
+    ("4k3/8/8/8/8/8/4r3/4K3 b - - 0 1", "the side not to move is in check"),
+])
+def test_an_impossible_position_is_refused(capsys, fen, reason):
+    net = SHARED / "nets" / "maia-1100.pb.gz"
+    if not net.exists():
+        pytest.skip(f"reference artifact {net} is absent")
+    assert main(["net", "eval", str(net), "--fen", fen]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a position of a chess game" in err and reason in err

@@ -22,7 +22,8 @@ def _batch(size=6) -> Batch:
     return Batch(planes=torch.rand(size, 112, 8, 8).round(), policy=policy, legal=legal, z=torch.eye(3)[[0, 1, 2, 0, 1, 2][:size]],
                  q=wdl, moves_left=torch.full((size,), 40.0), moves_left_known=torch.ones(size, dtype=torch.bool),
                  orig_q=torch.zeros(size), policy_kld=torch.zeros(size), played_idx=torch.zeros(size, dtype=torch.long),
-                 best_idx=torch.zeros(size, dtype=torch.long))
+                 best_idx=torch.zeros(size, dtype=torch.long), chunk_index=torch.zeros(size, dtype=torch.long),
+                 record_index=torch.arange(size))
 
 
 def _net(seed=0, **kw) -> SEResNet:

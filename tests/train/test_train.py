@@ -22,7 +22,8 @@ TINY = ["data.workers=0", "data.batch_size=48", "data.sample_rate=1", "data.shuf
 
 
 def _args(data, run_dir, steps, *extra):
-    return [f"data.paths=[{data}]", *TINY, f"train.steps={steps}", f"train.run_dir={run_dir}", *extra]
+    paths = ",".join(map(str, data)) if isinstance(data, (list, tuple)) else data
+    return [f"data.paths=[{paths}]", *TINY, f"train.steps={steps}", f"train.run_dir={run_dir}", *extra]
 
 
 def _records(run_dir: Path, kind: str) -> dict[int, dict]:
@@ -35,9 +36,9 @@ def _records(run_dir: Path, kind: str) -> dict[int, dict]:
     return found
 
 
-def test_short_run_writes_everything(tmp_path, lc0_data, capsys):
+def test_short_run_writes_everything(tmp_path, classical_data, capsys):
     run_dir = tmp_path / "run"
-    argv = ["train", *_args(lc0_data, run_dir, 30, "train.log_every=10", "train.eval_every=15",
+    argv = ["train", *_args(classical_data, run_dir, 30, "train.log_every=10", "train.eval_every=15",
                             "train.checkpoint_every=15")]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -54,7 +55,7 @@ def test_short_run_writes_everything(tmp_path, lc0_data, capsys):
         a, b = load_model(run_dir / "final.pt")(planes), read_net(run_dir / "final.pb.gz")(planes)
     assert (a.wdl_logits - b.wdl_logits).abs().max() < 1e-2
     # The saved config reloads to the same RunConfig.
-    assert load_config(run_dir / "config.yaml") == load_config(None, _args(lc0_data, run_dir, 30, "train.log_every=10",
+    assert load_config(run_dir / "config.yaml") == load_config(None, _args(classical_data, run_dir, 30, "train.log_every=10",
                                                                       "train.eval_every=15", "train.checkpoint_every=15"))
 
 
@@ -63,12 +64,12 @@ def _train_process(args):
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_sigkill_then_resume_continues_exactly(tmp_path, lc0_data):
+def test_sigkill_then_resume_continues_exactly(tmp_path, classical_data):
     steps, every = 90, 30
     common = ("train.log_every=1", "train.eval_every=0", f"train.checkpoint_every={every}", "net.size=32x3")
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    assert _train_process(_args(lc0_data, reference, steps, *common)).wait(timeout=300) == 0
-    process = _train_process(_args(lc0_data, killed, steps, *common))
+    assert _train_process(_args(classical_data, reference, steps, *common)).wait(timeout=300) == 0
+    process = _train_process(_args(classical_data, killed, steps, *common))
     deadline = time.time() + 300
     while not (killed / LATEST).exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -77,7 +78,7 @@ def test_sigkill_then_resume_continues_exactly(tmp_path, lc0_data):
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     at_kill = load_checkpoint(killed / LATEST)  # complete and readable: never a partial file
     assert at_kill["step"] == every and at_kill["step"] < steps
-    assert _train_process(_args(lc0_data, killed, steps, *common)).wait(timeout=300) == 0
+    assert _train_process(_args(classical_data, killed, steps, *common)).wait(timeout=300) == 0
     assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
     expected, resumed = _records(reference, "train"), _records(killed, "train")
     assert sorted(resumed) == sorted(expected) == list(range(1, steps + 1))
@@ -90,10 +91,10 @@ def test_sigkill_then_resume_continues_exactly(tmp_path, lc0_data):
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path, lc0_data):
+def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path, classical_data):
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lc0distill", "train",
-               *_args(lc0_data, run_dir, 12, "train.log_every=6", "train.eval_every=0", "train.checkpoint_every=6")]
+               *_args(classical_data, run_dir, 12, "train.log_every=6", "train.eval_every=0", "train.checkpoint_every=6")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     ddp = _records(run_dir, "ddp")[12]
@@ -116,9 +117,9 @@ def test_distillation_from_a_real_lc0_teacher(tmp_path, selfplay_dir):
     assert _records(run_dir, "test")[12]["teacher_agreement"] is not None
 
 
-def test_mismatched_teacher_is_a_clear_error(tmp_path, lc0_data, capsys):
+def test_mismatched_teacher_is_a_clear_error(tmp_path, classical_data, capsys):
     teacher = SHARED / "nets" / "maia-1100-fmt3.pb.gz"
-    argv = ["train", *_args(lc0_data, tmp_path / "r", 5), f"teacher.nets=[{teacher}]"]
+    argv = ["train", *_args(classical_data, tmp_path / "r", 5), f"teacher.nets=[{teacher}]"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "input format 3" in err and err.count("\n") == 1
@@ -143,23 +144,23 @@ def test_evaluate_nets_side_by_side(capsys, lc0_data):
     assert metrics["value_mse"] is not None and metrics["moves_left_mae"] is None
 
 
-def test_train_threads_sets_the_thread_pool(tmp_path, lc0_data):
+def test_train_threads_sets_the_thread_pool(tmp_path, classical_data):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert main(["train", *_args(lc0_data, tmp_path / "run", 2, "train.threads=1", "export.lc0=false")]) == 0
+        assert main(["train", *_args(classical_data, tmp_path / "run", 2, "train.threads=1", "export.lc0=false")]) == 0
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 
 
-def test_resume_with_a_new_stream_then_replay_within_it(tmp_path, lc0_data, capsys):
+def test_resume_with_a_new_stream_then_replay_within_it(tmp_path, classical_data, capsys):
     """resume_data=reseed starts a new data stream at the batch reached (no re-reading); a later resume replays
     that stream exactly."""
     common = ("train.log_every=1", "train.eval_every=0", "train.checkpoint_every=2", "export.lc0=false")
 
     def run(run_dir, steps, *extra):
-        assert main(["train", *_args(lc0_data, run_dir, steps, *common, *extra)]) == 0
+        assert main(["train", *_args(classical_data, run_dir, steps, *common, *extra)]) == 0
         return capsys.readouterr().out
 
     straight, reseeded, twice = tmp_path / "straight", tmp_path / "reseeded", tmp_path / "twice"

@@ -1,0 +1,88 @@
+"""The non-finite guard: a step whose loss or gradients are not finite is skipped, never applied.
+
+One NaN that reaches an optimizer step turns every weight NaN, and a run that goes on from there trains
+nothing while it reports success. So every step checks its loss (one scalar) and its gradient norm (one
+reduction over the gradients, which clipping computes anyway); a failing step is skipped and named with the
+chunks and records of the positions whose values were not finite. A few such steps are survivable (one
+odd teacher output); more than `limit` in `window` steps means the run cannot be right, and it stops. After
+each applied step the weights are checked too: weights that became non-finite (a learning rate that blew
+them up) cannot be repaired, so the run stops at once, before anything is saved.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from lc0distill.errors import Lc0DistillError
+
+MAX_NAMED_POSITIONS = 3
+
+
+class NonFiniteRunError(Lc0DistillError):
+    """The run stopped because its numbers stopped being finite."""
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """True when every floating-point value of every tensor is finite (one fused reduction per dtype)."""
+    floats = [t.detach() for t in tensors if t.is_floating_point()]
+    if not floats:
+        return True
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(floats, norm_type=1.0)))
+
+
+def non_finite_rows(tensors: Iterable[torch.Tensor | None]) -> torch.Tensor:
+    """(K,) indices of the batch rows where any of the (B, ...) tensors holds a non-finite value."""
+    bad = None
+    for tensor in tensors:
+        if tensor is None or not tensor.is_floating_point():
+            continue
+        rows = ~torch.isfinite(tensor.detach().float().reshape(tensor.shape[0], -1)).all(dim=1)
+        bad = rows if bad is None else bad | rows
+    return torch.zeros(0, dtype=torch.long) if bad is None else torch.nonzero(bad.cpu()).flatten()
+
+
+@dataclass
+class SkippedStep:
+    step: int
+    what: str  # "loss (policy_distill)", "gradients", ...
+    positions: list[str]  # chunk: record N, of positions with non-finite values (the first few)
+
+    def describe(self) -> str:
+        where = f"; non-finite values at {', '.join(self.positions)}" if self.positions else ""
+        return f"step {self.step}: non-finite {self.what}: batch skipped{where}"
+
+
+@dataclass
+class NonFiniteGuard:
+    """Counts skipped steps; more than `limit` within the last `window` batches stops the run (a skipped step
+    does not advance the step count, so the window is measured in batches read)."""
+
+    limit: int = 10
+    window: int = 1000
+    skipped: int = 0
+    recent: deque = field(default_factory=deque)
+    log: Callable[[str], None] = print
+
+    def skip(self, event: SkippedStep, clock: int) -> None:
+        """Count one skipped step; `clock` is the number of batches read so far."""
+        self.skipped += 1
+        self.recent.append(clock)
+        while self.recent and self.recent[0] <= clock - self.window:
+            self.recent.popleft()
+        self.log(f"warning: {event.describe()}")
+        if len(self.recent) > self.limit:
+            raise NonFiniteRunError(
+                f"{len(self.recent)} of the last {self.window} batches had non-finite values (limit "
+                f"train.max_skipped_steps={self.limit}); last: {event.describe()}. The run stops; its last "
+                "checkpoint is kept as it was")
+
+    def state(self) -> dict:
+        return {"skipped": self.skipped, "recent": list(self.recent)}
+
+    def restore(self, state: dict | None) -> None:
+        if state:
+            self.skipped, self.recent = int(state["skipped"]), deque(int(s) for s in state["recent"])
