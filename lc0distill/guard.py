@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+import torch.distributed as dist
 
 from lc0distill.errors import Lc0DistillError
 
@@ -43,6 +45,57 @@ def non_finite_rows(tensors: Iterable[torch.Tensor | None]) -> torch.Tensor:
         rows = ~torch.isfinite(tensor.detach().float().reshape(tensor.shape[0], -1)).all(dim=1)
         bad = rows if bad is None else bad | rows
     return torch.zeros(0, dtype=torch.long) if bad is None else torch.nonzero(bad.cpu()).flatten()
+
+
+def finite_on_every_rank(loss: torch.Tensor, world: int) -> bool:
+    """Is the loss finite, on every rank? Under DDP all ranks skip together (a rank that skipped its backward
+    alone would leave the others waiting in the gradient all-reduce)."""
+    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    if world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def non_finite_parts(parts: dict[str, torch.Tensor]) -> list[str]:
+    return [name for name, part in parts.items() if not bool(torch.isfinite(part.detach()))]
+
+
+def gradients_finite(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                     clip: float) -> bool:
+    """Clip the gradients (clip > 0) and say whether their norm is finite (the same reduction clipping needs).
+    Under fp16 AMP the scaler itself skips steps whose scaled gradients overflow, and lowers its scale: left
+    to it (True)."""
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    if clip > 0:
+        if scaler.is_enabled():
+            scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    return scaler.is_enabled() or bool(torch.isfinite(norm))
+
+
+def checked_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                 step: int, run_dir: Path) -> None:
+    """The optimizer step, then a check of the weights: non-finite ones stop the run (NonFiniteRunError)."""
+    lr = optimizer.param_groups[0]["lr"]
+    kept = f"the run stops; the last checkpoint in {run_dir} is kept as it was"
+    try:
+        scaler.step(optimizer)
+    except RuntimeError as error:  # torch refuses an lr whose product with the gradients overflows
+        if "overflow" not in str(error):
+            raise
+        raise NonFiniteRunError(f"step {step}: the learning rate {lr:g} does not fit in float32: {kept}") from None
+    scaler.update()
+    if not all_finite(model.parameters()):
+        raise NonFiniteRunError(f"step {step}: the update made the weights non-finite (lr {lr:g}): {kept}")
+
+
+def position_names(rows: torch.Tensor, chunk_index: torch.Tensor, record_index: torch.Tensor,
+                   name_of: Callable[[int], str]) -> list[str]:
+    """"chunk: record N" of the first MAX_NAMED_POSITIONS rows."""
+    return [f"{name_of(int(chunk_index[r]))}: record {int(record_index[r])}"
+            for r in rows[:MAX_NAMED_POSITIONS].tolist()]
 
 
 @dataclass

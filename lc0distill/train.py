@@ -50,7 +50,18 @@ from lc0distill.distill.schedules import learning_rate, set_learning_rate, teach
 from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
-from lc0distill.guard import MAX_NAMED_POSITIONS, NonFiniteGuard, NonFiniteRunError, SkippedStep, all_finite, non_finite_rows
+from lc0distill.guard import (
+    NonFiniteGuard,
+    NonFiniteRunError,
+    SkippedStep,
+    all_finite,
+    checked_step,
+    finite_on_every_rank,
+    gradients_finite,
+    non_finite_parts,
+    non_finite_rows,
+    position_names,
+)
 from lc0distill.lc0.weights import write_net
 from lc0distill.models.net import NetOutput, SEResNet
 from lc0distill.models.store import net_state, save_model
@@ -360,66 +371,30 @@ class Run:
             teacher_out = self.teacher(planes) if self.teacher is not None and alpha > 0 else None
             out = self.forward(planes)
             report = loss_parts(out, batch, teacher_out, config.loss, alpha, temp)
-        if not self._loss_finite_everywhere(report):
-            self._skip(batch, f"loss ({', '.join(n for n, p in report.parts.items() if not torch.isfinite(p))})",
-                       [out.policy_logits, out.wdl_logits, out.value, out.moves_left, batch.planes, batch.policy,
+        if not finite_on_every_rank(report.total, self.world):
+            suspects = [out.policy_logits, out.wdl_logits, out.value, out.moves_left, batch.planes, batch.policy,
                         batch.z, batch.q, batch.moves_left]
-                       + ([teacher_out.policy_logits, teacher_out.wdl] if teacher_out is not None else []))
+            suspects += [teacher_out.policy_logits, teacher_out.wdl] if teacher_out is not None else []
+            self._skip(batch, f"loss ({', '.join(non_finite_parts(report.parts))})", suspects)
             return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(report.total).backward()
-        if not self._gradients_ok(batch):
+        if not gradients_finite(self.student, self.optimizer, self.scaler, config.train.grad_clip):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skip(batch, "gradients", [])
             return None
-        try:
-            self.scaler.step(self.optimizer)
-        except RuntimeError as error:  # torch refuses an lr whose product with the gradients overflows
-            if "overflow" not in str(error):
-                raise
-            raise NonFiniteRunError(
-                f"step {self.step + 1}: the learning rate {self.optimizer.param_groups[0]['lr']:g} does not fit in "
-                f"float32: the run stops; the last checkpoint in {self.run_dir} is kept as it was") from None
-        self.scaler.update()
-        if not all_finite(self.student.parameters()):
-            raise NonFiniteRunError(
-                f"step {self.step + 1}: the update made the weights non-finite (lr {self.optimizer.param_groups[0]['lr']:g}): "
-                f"the run stops; the last checkpoint in {self.run_dir} is kept as it was")
+        checked_step(self.student, self.optimizer, self.scaler, self.step + 1, self.run_dir)
         self.step += 1
         if self.swa is not None and self.step % config.train.swa_every == 0:
             self.swa.update(self.student)
         return report
 
-    def _loss_finite_everywhere(self, report: L.LossReport) -> bool:
-        """Is the loss finite, on every rank? Under DDP all ranks skip together (a rank that skipped its
-        backward alone would leave the others waiting in the gradient all-reduce)."""
-        finite = torch.isfinite(report.total.detach()).to(torch.int32).reshape(1)
-        if self.world > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item())
-
-    def _gradients_ok(self, batch: Batch) -> bool:
-        """Clip (if asked) and check the gradient norm; a non-finite one skips the step. With fp16 AMP the
-        scaler already skips steps whose scaled gradients overflow (and lowers its scale): left to it."""
-        scaled = self.scaler.is_enabled()
-        parameters = [p for p in self.student.parameters() if p.grad is not None]
-        if self.config.train.grad_clip > 0:
-            if scaled:
-                self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.train.grad_clip)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        if scaled or bool(torch.isfinite(norm)):
-            return True
-        self.optimizer.zero_grad(set_to_none=True)
-        self._skip(batch, "gradients", [])
-        return False
-
-    def _skip(self, batch: Batch, what: str, tensors: list) -> None:
-        rows = non_finite_rows(tensors)[:MAX_NAMED_POSITIONS].tolist()
-        names = [f"{self.train_loader.source_name(int(batch.chunk_index[r]))}: record {int(batch.record_index[r])}"
-                 for r in rows]
-        event = SkippedStep(self.step, what, names)
+    def _skip(self, batch: Batch, what: str, suspects: list) -> None:
+        """Count a skipped step with the positions whose values were not finite (chunk and record)."""
+        names = position_names(non_finite_rows(suspects), batch.chunk_index, batch.record_index,
+                               self.train_loader.source_name)
         self.record("skipped", {"what": what, "positions": names, "batch": self.batches_consumed})
-        self.guard.skip(event, clock=self.batches_consumed)
+        self.guard.skip(SkippedStep(self.step, what, names), clock=self.batches_consumed)
 
     # -- logging ----------------------------------------------------------------------------------------
     def open_logs(self) -> None:

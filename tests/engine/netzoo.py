@@ -20,6 +20,7 @@ from lc0distill.chunks.sources import find_chunks
 from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead
 from lc0distill.models.net import SEResNet
 from tests.conftest import SHARED
+from tests.nets import randomize_batch_norm
 
 # The value head keeps lc0's trainer widths (32 channels, 128 hidden): lc0's leela2onnx hard-codes them (it
 # crashes on others) though the engine's backends read any; NARROW has other widths for the engine tests.
@@ -81,14 +82,8 @@ def uncovered_pairs() -> list[tuple]:
 def random_net(config: NetConfig, seed: int = 0) -> SEResNet:
     """Random weights, random batch-norm statistics and affine parameters, moves-left around 30 plies."""
     torch.manual_seed(seed)
-    net = SEResNet(config)
+    net = randomize_batch_norm(SEResNet(config))
     with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
         if net.moves_left is not None:  # tens of plies, as real nets say: ReLU active, so the head is compared
             net.moves_left.fc2.bias.uniform_(20.0, 40.0)
     return net.eval()

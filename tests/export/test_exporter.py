@@ -22,20 +22,14 @@ from lc0distill.lc0.weights import read_net, read_net_info
 from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead
 from lc0distill.models.net import SEResNet
 from lc0distill.nets import load_inference_net, load_net
+from tests.nets import randomize_batch_norm
 
 
 def random_net(seed: int = 0, **config) -> SEResNet:
     """A small net with random weights and random batch-norm statistics (so that folding matters)."""
     torch.manual_seed(seed)
     net = SEResNet(NetConfig(**{"filters": 16, "blocks": 2, "se_channels": 4, **config}))
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-    return net.eval()
+    return randomize_batch_norm(net).eval()
 
 
 VARIANTS = {

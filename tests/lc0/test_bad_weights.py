@@ -3,7 +3,6 @@ for old files (NETWORK_SE, no network_format, conv biases without batch norm) re
 
 from __future__ import annotations
 
-import functools
 import gzip
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from lc0distill.cli import main
 from lc0distill.errors import Lc0DistillError
 from lc0distill.lc0 import proto
+from tests.nets import lc0_message
 from lc0distill.lc0.weights import Encoding, WeightsError, decode_layer, encode_layer, net_message, read_net
 from lc0distill.models.blocks import BN_EPSILON
 from lc0distill.models.config import NetConfig
@@ -25,18 +25,9 @@ MAIA = SHARED / "nets" / "maia-1900.pb.gz"
 NF = proto.NetworkFormat
 
 
-@functools.lru_cache(maxsize=1)
-def _maia_bytes() -> bytes:
-    return gzip.decompress(MAIA.read_bytes())
-
-
 def maia() -> proto.Net:
-    """A fresh, mutable copy of maia-1900's Net message (skips when ../shared is absent)."""
-    if not MAIA.exists():
-        pytest.skip(f"reference net {MAIA} is absent (../shared holds lc0's own files; see README)")
-    net = proto.Net()
-    net.ParseFromString(_maia_bytes())
-    return net
+    """A fresh, mutable copy of the reference net's Net message (skips when ../shared is absent)."""
+    return lc0_message(MAIA)
 
 
 def write_message(net, path: Path) -> Path:

@@ -10,7 +10,6 @@ traceback. (Their memory is measured in a process of its own: tests/robustness/t
 
 from __future__ import annotations
 
-import functools
 import gzip
 import random
 import time
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 
 from lc0distill.errors import Lc0DistillError
 from lc0distill.lc0 import proto
+from tests.nets import lc0_message, lc0_message_bytes
 from lc0distill.lc0.weights import Encoding, encode_layer, read_net
 from tests.conftest import SHARED
 from tests.robustness.support import (
@@ -35,17 +35,9 @@ NF = proto.NetworkFormat
 FAST = 5.0  # seconds: a hostile file fails before any real work
 
 
-@functools.lru_cache(maxsize=1)
-def _maia_bytes() -> bytes:
-    return gzip.decompress(MAIA.read_bytes())
-
-
 def maia() -> proto.Net:
-    if not MAIA.exists():
-        pytest.skip(f"reference net {MAIA} is absent (../shared holds lc0's own files; see README)")
-    net = proto.Net()
-    net.ParseFromString(_maia_bytes())
-    return net
+    """A fresh, mutable copy of the reference net's Net message (skips when ../shared is absent)."""
+    return lc0_message(MAIA)
 
 
 def write(path: Path, net: proto.Net | bytes, compress: bool = True) -> Path:
@@ -226,7 +218,8 @@ def test_hostile_teacher_stops_the_run_before_the_first_step(tmp_path, capsys, m
 
 
 def _damaged(kind: str, rng: random.Random) -> bytes:
-    raw = _maia_bytes()
+    maia()  # skips without the reference net
+    raw = lc0_message_bytes(MAIA)
     if kind == "truncated":
         return MAIA.read_bytes()[: rng.randrange(len(MAIA.read_bytes()))]
     if kind == "gzip_flips":

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
