@@ -7,7 +7,7 @@
 #
 # Steps: (1) when a build is needed, the Debian build packages (g++ pkg-config libopenblas-dev libeigen3-dev
 # zlib1g-dev), installed with apt-get if missing and running as root; (2) the wheel, built once per Python
-# version into the cache (gtest off: it would be downloaded; LTO off: the build is ~2x faster on 2 cores);
+# version into the cache (gtest off: it would be downloaded; LTO off: a shorter link step, not measured against LTO on);
 # (3) pip install of the wheel; (4) the binary copied to the cache's bin/. Prints where lc0 is and the build time.
 #
 # Environment: PYTHON (default: python, else python3), XDG_CACHE_HOME (cache: $XDG_CACHE_HOME/lc0distill/engine,
@@ -20,7 +20,11 @@ BUILD_PACKAGES=(g++ pkg-config libopenblas-dev libeigen3-dev zlib1g-dev)
 
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/lc0distill/engine"
-WHEELS="$CACHE/wheels"
+# lc0's release build uses -march=native: a wheel is only good for CPUs with the same instruction sets, so the
+# cache keeps one folder of wheels per set of CPU flags (a cache shared by other machines never runs a wheel
+# built for another CPU).
+cpu_key=$( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | md5sum | cut -c1-12)
+WHEELS="$CACHE/wheels/$cpu_key"
 BIN="$CACHE/bin"
 mkdir -p "$WHEELS" "$BIN"
 
@@ -68,7 +72,7 @@ ensure_build_packages() {
     fi
 }
 
-build_note="$CACHE/build-$tag.txt"
+build_note="$WHEELS/build-$tag.txt"
 wheel=$(find_wheel)
 if [ -n "${LC0_FORCE_BUILD:-}" ] || [ -z "$wheel" ]; then
     ensure_build_packages

@@ -129,7 +129,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
     print("policy loss: cross-entropy with the played move; value MSE: (W - L - result)^2; "
           "train/s, infer/s (PyTorch), onnx/s (exported, onnxruntime): positions per second")
     run_dir = Path(rows[2][1].train.run_dir)
-    console.print(f"distilled student exported for lc0: {run_dir / 'final.pb.gz'}")
+    console.print(f"distilled student exported for lc0: {run_dir / 'final.pb.gz'}", soft_wrap=True)
     student = load_model(run_dir / "final.pt")
     for target, name in ((ExportTarget.ONNX, "student.onnx"), (ExportTarget.LC0_ONNX, "student-onnx.pb.gz")):
         report = export_net(student, run_dir / name, ExportOptions(target=target))
