@@ -92,6 +92,13 @@ class TrainConfig(_Section):
     max_skipped_steps: int = Field(10, ge=0, description="steps with a non-finite loss or gradient are skipped; "
                                                          "more than this many within skip_window batches stop the run")
     skip_window: int = Field(1000, gt=0, description="the window (in batches) max_skipped_steps counts over")
+
+    @model_validator(mode="after")
+    def _guard_can_stop(self) -> "TrainConfig":
+        if self.max_skipped_steps >= self.skip_window:  # the count could never pass the limit: no guard at all
+            raise ValueError(f"max_skipped_steps ({self.max_skipped_steps}) must be below skip_window "
+                             f"({self.skip_window})")
+        return self
     resume_data: Literal["auto", "replay", "reseed"] = Field(
         "auto", description="on resume, replay: re-read the data stream to the batch reached (exact, but the "
                             "cost grows with the data consumed); reseed: start a new stream at once (nothing "

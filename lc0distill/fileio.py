@@ -35,7 +35,10 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as out:
             stage = "write"
-            os.fchmod(out.fileno(), 0o666 & ~current_umask())
+            try:
+                os.fchmod(out.fileno(), 0o666 & ~current_umask())
+            except OSError:  # file systems without modes (vfat, some network shares): the file is still written
+                pass
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

@@ -56,6 +56,18 @@ def finite_on_every_rank(loss: torch.Tensor, world: int) -> bool:
     return bool(finite.item())
 
 
+def batch_norm_state(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Copies of the batch-norm running statistics (a train-mode forward updates them before the loss is known
+    to be finite; a skipped step puts them back). A few floats per channel: cheap."""
+    return [buffer.detach().clone() for buffer in model.buffers()]
+
+
+def restore_batch_norm(model: torch.nn.Module, saved: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for buffer, value in zip(model.buffers(), saved):
+            buffer.copy_(value)
+
+
 def non_finite_parts(parts: dict[str, torch.Tensor]) -> list[str]:
     return [name for name, part in parts.items() if not bool(torch.isfinite(part.detach()))]
 

@@ -55,12 +55,14 @@ from lc0distill.guard import (
     NonFiniteRunError,
     SkippedStep,
     all_finite,
+    batch_norm_state,
     checked_step,
     finite_on_every_rank,
     gradients_finite,
     non_finite_parts,
     non_finite_rows,
     position_names,
+    restore_batch_norm,
 )
 from lc0distill.lc0.weights import write_net
 from lc0distill.models.net import NetOutput, SEResNet
@@ -235,7 +237,9 @@ class Run:
         self.reported_bad_records = 0
 
     def say(self, message: str) -> None:
-        """A line for the person watching: above the progress bar when there is one."""
+        """A line for the person watching (rank 0's): above the progress bar when there is one."""
+        if self.rank != 0:
+            return
         if self.tracker is not None:
             self.tracker.print(message)
         else:
@@ -247,7 +251,8 @@ class Run:
         for sources, role in ((self.train_sources, "training"), (self.test_sources, "held-out")):
             probe = probe_chunks(sources)
             check_input_format(config.net.input_format, probe, f"the student (net.input_format, for the {role} data)")
-            check_value_target(config.data, config.loss.q_ratio, probe)
+            if role == "training":  # evaluation scores against z: the held-out data needs no q
+                check_value_target(config.data, config.loss.q_ratio, probe)
 
     def _init_distributed(self) -> None:
         if not dist.is_initialized():
@@ -350,16 +355,16 @@ class Run:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype, enabled=enabled)
 
-    def schedules_now(self) -> tuple[float, float]:
-        """(the teacher's weight, its temperature) for the next step."""
+    def schedules_at(self, step: int) -> tuple[float, float]:
+        """(the teacher's weight, its temperature) for the update at `step` (0 for the first)."""
         config = self.config
-        alpha = teacher_weight(config.loss.teacher_weight, self.step) if self.teacher is not None else 0.0
-        return alpha, temperature(config.loss.temperature, self.step)
+        alpha = teacher_weight(config.loss.teacher_weight, step) if self.teacher is not None else 0.0
+        return alpha, temperature(config.loss.temperature, step)
 
     def train_step(self, batch: Batch) -> L.LossReport | None:
         """One optimizer step, or None when the non-finite guard skipped the batch."""
         config = self.config
-        alpha, temp = self.schedules_now()
+        alpha, temp = self.schedules_at(self.step)
         set_learning_rate(self.optimizer, learning_rate(config.train.lr, self.step))
         if isinstance(self.teacher, SnapshotTeacher):
             self.teacher.refresh(self.student, self.step)
@@ -367,20 +372,24 @@ class Run:
         if config.train.channels_last:
             planes = planes.contiguous(memory_format=torch.channels_last)
         self.student.train()
+        statistics = batch_norm_state(self.student)
         with self.autocast():
             teacher_out = self.teacher(planes) if self.teacher is not None and alpha > 0 else None
             out = self.forward(planes)
             report = loss_parts(out, batch, teacher_out, config.loss, alpha, temp)
         if not finite_on_every_rank(report.total, self.world):
-            suspects = [out.policy_logits, out.wdl_logits, out.value, out.moves_left, batch.planes, batch.policy,
-                        batch.z, batch.q, batch.moves_left]
+            # Rows are named from the inputs, targets and teacher only: train-mode batch norm mixes the
+            # student's rows, so one bad position makes all of its outputs non-finite.
+            suspects = [batch.planes, batch.policy, batch.z, batch.q, batch.moves_left]
             suspects += [teacher_out.policy_logits, teacher_out.wdl] if teacher_out is not None else []
+            restore_batch_norm(self.student, statistics)
             self._skip(batch, f"loss ({', '.join(non_finite_parts(report.parts))})", suspects)
             return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(report.total).backward()
         if not gradients_finite(self.student, self.optimizer, self.scaler, config.train.grad_clip):
             self.optimizer.zero_grad(set_to_none=True)
+            restore_batch_norm(self.student, statistics)
             self._skip(batch, "gradients", [])
             return None
         checked_step(self.student, self.optimizer, self.scaler, self.step + 1, self.run_dir)
@@ -408,6 +417,15 @@ class Run:
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         except ImportError:  # pragma: no cover - tensorboard is a dependency
+            self.writer = None
+
+    def close_logs(self) -> None:
+        """metrics.jsonl and TensorBoard's files closed (several runs in one process, as the quick start makes)."""
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+            self.metrics_file = None
+        if self.writer is not None:
+            self.writer.close()
             self.writer = None
 
     def record(self, kind: str, values: dict) -> None:
@@ -477,6 +495,7 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
             result = _loop(run)
         finally:
             run.tracker = None
+            run.close_logs()
     if run.rank == 0:
         _plot(run)
     return result
@@ -516,7 +535,7 @@ def _loop(run: Run) -> RunResult:
 def _log_step(run: Run, report: L.LossReport, rate: float, elapsed: float) -> None:
     """metrics.jsonl / TensorBoard, and a line for the person watching (the latest losses on the bar)."""
     steps = run.config.train.steps
-    alpha, temp = run.schedules_now()
+    alpha, temp = run.schedules_at(run.step - 1)  # those of the update just made, beside its losses
     loader = run.train_loader
     losses = report.scalars()
     values = {**losses, "positions_per_second": rate, "lr": run.optimizer.param_groups[0]["lr"],

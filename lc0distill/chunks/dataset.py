@@ -49,6 +49,8 @@ class _CommandLineWarnings(logging.Handler):
 
 log.addHandler(_CommandLineWarnings())
 
+EMPTY_PASSES_ALLOWED = 3  # passes over the data without one usable position before an endless stream gives up
+
 
 @dataclass(frozen=True)
 class StreamSpec:
@@ -120,20 +122,24 @@ def shard_order(spec: StreamSpec, pass_index: int, shard: int, shards: int) -> l
 
 @dataclass
 class Problems:
-    """What a shard found wrong since its last item: bad chunks (their errors), bad records (how many, and
-    the first few named), and a fatal error (strict mode, or no usable data) that ends the stream."""
+    """What a shard did and found wrong since its last item: chunks read (and how many of them could be),
+    positions packed, bad chunks (their errors), bad records (how many, and the first few named). The main
+    process sums the reads over all its shards to tell a data set that gives nothing from a slow one."""
 
+    chunks_read: int = 0
+    readable: int = 0
+    positions: int = 0
     bad_chunks: list[str] = field(default_factory=list)
     bad_records: int = 0
     bad_record_examples: list[str] = field(default_factory=list)
-    fatal: str | None = None
 
     def as_dict(self) -> dict:
-        return {"bad_chunks": self.bad_chunks, "bad_records": self.bad_records,
-                "bad_record_examples": self.bad_record_examples, "fatal": self.fatal}
+        return {"chunks_read": self.chunks_read, "readable": self.readable, "positions": self.positions,
+                "bad_chunks": self.bad_chunks, "bad_records": self.bad_records,
+                "bad_record_examples": self.bad_record_examples}
 
     def __bool__(self) -> bool:
-        return bool(self.bad_chunks or self.bad_records or self.fatal)
+        return bool(self.chunks_read or self.bad_chunks or self.bad_records)
 
 
 MAX_EXAMPLES = 3  # bad records named per report; all are counted
@@ -179,9 +185,11 @@ class _Emitter:
         if self.problems:
             yield self._payload(np.empty(0, POSITION_DTYPE))
 
-    def fail(self, message: str) -> tuple[torch.Tensor, dict]:
-        self.problems.fatal = message
-        return self._payload(np.empty(0, POSITION_DTYPE))
+    def report(self) -> Iterator[tuple[torch.Tensor, dict]]:
+        """What was read and found since the last item, without positions (once per pass: a shard whose
+        chunks give nothing still tells the main process so)."""
+        if self.problems:
+            yield self._payload(np.empty(0, POSITION_DTYPE))
 
     def _payload(self, positions: np.ndarray) -> tuple[torch.Tensor, dict]:
         problems, self.problems = self.problems, Problems()
@@ -191,6 +199,7 @@ class _Emitter:
 def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emitter: _Emitter) -> np.ndarray | None:
     """The sampled, valid records of source `index`, packed; None when the chunk cannot be read."""
     source = spec.sources[index]
+    emitter.problems.chunks_read += 1
     try:
         records = read_chunk(source, spec.max_chunk_records).records
     except ChunkError as error:
@@ -212,6 +221,8 @@ def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emit
             raise ChunkError(source.name, bad.reasons[0], record=int(numbers[first]), field=bad.fields[0])
         _report_bad_records(source, bad, numbers, emitter.problems)
         packed = np.delete(packed, bad.indices)
+    emitter.problems.readable += 1
+    emitter.problems.positions += len(packed)
     return packed
 
 
@@ -223,35 +234,20 @@ def _report_bad_records(source: ChunkSource, bad: BadRecords, numbers: np.ndarra
     log.warning("skipping %d bad records of %s", len(bad), source.name)
 
 
-EMPTY_PASSES_ALLOWED = 3  # passes in a row that give no position (all sampled away) before the shard gives up
-
-
 def stream_shard(spec: StreamSpec, worker: int = 0, workers: int = 1) -> Iterator[tuple[torch.Tensor, dict]]:
-    """(packed positions as a uint8 tensor, problems found since the last item) of one shard."""
+    """(packed positions as a uint8 tensor, what was read and found since the last item) of one shard."""
     shard, shards = spec.rank * workers + worker, spec.world_size * workers
     rng = np.random.default_rng([spec.seed, shard, shards, 1])
     buffer = ShuffleBuffer(spec.shuffle_buffer // workers, rng)
     emitter = _Emitter(spec.batch_size)
-    pass_index, empty_passes = 0, 0
+    pass_index = 0
     while spec.passes is None or pass_index < spec.passes:
-        order = shard_order(spec, pass_index, shard, shards)
-        readable = positions = 0
-        for index in order:
+        for index in shard_order(spec, pass_index, shard, shards):
             packed = _read_positions(index, spec, rng, emitter)
-            if packed is None:
-                continue
-            readable += 1
-            positions += len(packed)
-            yield from emitter.add(buffer.push(packed))
-        empty_passes = empty_passes + 1 if order and not positions else 0
-        if spec.passes is None and order and not readable:
-            yield emitter.fail(f"none of the {len(order)} chunks of this data shard can be read (first: "
-                               f"{emitter.problems.bad_chunks[0] if emitter.problems.bad_chunks else '?'})")
-            return
-        if spec.passes is None and empty_passes >= EMPTY_PASSES_ALLOWED:
-            yield emitter.fail(f"{empty_passes} passes over the {len(order)} chunks of this data shard gave no "
-                               f"usable position (sample_rate {spec.sample_rate}; bad records are skipped)")
-            return
+            if packed is not None:
+                yield from emitter.add(buffer.push(packed))
+        if spec.passes is None:
+            yield from emitter.report()
         pass_index += 1
     yield from emitter.add(buffer.drain())
     yield from emitter.finish(spec.drop_last)
@@ -293,14 +289,17 @@ class BatchLoader:
         self.bad_records = 0
         self.bad_record_examples: list[str] = []
         self.positions = 0
+        self._reads_without_positions = 0  # chunks read (all shards) since the last usable position
+        self._readable_without_positions = 0
 
     def _check_shards(self) -> None:
         shards = self.spec.world_size * max(self.workers, 1)
         if self.spec.passes is None and len(self.spec.sources) < shards:
-            raise Lc0DistillError(
-                f"{len(self.spec.sources)} chunks cannot feed {shards} loader shards (ranks x data.workers) "
-                f"forever: set data.workers to at most {max(len(self.spec.sources) // self.spec.world_size, 0)} "
-                "or give more chunks")
+            most = len(self.spec.sources) // self.spec.world_size
+            fix = f"set data.workers to at most {most} or give more chunks" if most else \
+                f"give at least {self.spec.world_size} chunks (one per rank)"
+            raise Lc0DistillError(f"{len(self.spec.sources)} chunks cannot feed {shards} loader shards (ranks x "
+                                  f"data.workers) forever: {fix}")
 
     def packed_batches(self) -> Iterator[np.ndarray]:
         """(B,) POSITION_DTYPE arrays, before expansion."""
@@ -329,8 +328,27 @@ class BatchLoader:
         self.bad_records += problems["bad_records"]
         room = MAX_EXAMPLES - len(self.bad_record_examples)
         self.bad_record_examples.extend(problems["bad_record_examples"][:max(room, 0)])
-        if problems["fatal"]:
-            raise Lc0DistillError(f"training data: {problems['fatal']}")
+        if problems["positions"]:
+            self._reads_without_positions = self._readable_without_positions = 0
+        else:
+            self._reads_without_positions += problems["chunks_read"]
+            self._readable_without_positions += problems["readable"]
+        self._check_progress()
+
+    def _check_progress(self) -> None:
+        """An endless stream whose chunks gave no usable position in EMPTY_PASSES_ALLOWED passes' worth of
+        reads (over all of this rank's shards) can never give a batch: stop instead of reading forever."""
+        per_pass = -(-len(self.spec.sources) // self.spec.world_size)
+        if self.spec.passes is not None or self._reads_without_positions < EMPTY_PASSES_ALLOWED * per_pass:
+            return
+        reads = self._reads_without_positions
+        if not self._readable_without_positions:
+            first = self.bad_chunks[-1] if self.bad_chunks else "?"
+            raise Lc0DistillError(f"training data: none of the {per_pass} chunks can be read ({reads} reads in "
+                                  f"{EMPTY_PASSES_ALLOWED} passes; last: {first})")
+        raise Lc0DistillError(f"training data: {reads} chunk reads ({EMPTY_PASSES_ALLOWED} passes over {per_pass} "
+                              f"chunks) gave no usable position (sample_rate {self.spec.sample_rate}; "
+                              f"{self.bad_records} bad records skipped)")
 
     def source_name(self, index: int) -> str:
         return self.spec.sources[index].name

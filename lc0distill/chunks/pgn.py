@@ -49,6 +49,7 @@ from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 from lc0distill.chunks.build import RESULT_SCORES, records_from_game
 from lc0distill.chunks.writer import chunk_payload, gzip_like_lc0
 from lc0distill.errors import Lc0DistillError
+from lc0distill.gzipio import GZIP_MAGIC
 
 # lc0 reports a centipawn score as cp = 90 * tan(1.5637541897 * q); PGN evals go the other way.
 LC0_CP_SCALE = 90.0
@@ -61,7 +62,6 @@ LC0_Q_SCALE = 1.5637541897
 # the two would pair legal-looking positions with a z the rules had already replaced by a draw.
 SEVENTY_FIVE_MOVE_PLIES = 150
 
-GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK_NAME = re.compile(r"^game_(\d+)\.gz$")
 

@@ -15,13 +15,13 @@ from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 from lc0distill.chunks.layouts import NO_MOVE, RECORD_DTYPE, RECORD_SIZES
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.errors import ChunkError
+from lc0distill.gzipio import GZIP_MAGIC, GzipError, gunzip
 
 try:  # zlib-ng inflates the same streams about 5x faster than zlib; writing stays with zlib (lc0's bytes)
     from zlib_ng import zlib_ng as inflater
 except ImportError:  # pragma: no cover - zlib-ng is a dependency; the standard library still works
     import zlib as inflater
 
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,10 @@ class Chunk:
         return self.source.name
 
 
-# One chunk is one game: the longest game the 75-move rule allows is under 12,000 plies. 16,384 records
-# (137 MB of V7 records) bounds what one chunk may make the reader allocate; data.max_chunk_records changes it.
+# One chunk is one game. lc0 self-play games rarely pass a few hundred plies (lc0 adjudicates long games), and
+# 16,384 records (137 MB of V7 records) bound what one chunk may make the reader allocate; the 75-move rule
+# allows games of about 17,700 plies in theory: data.max_chunk_records raises the bound for such data.
 MAX_CHUNK_RECORDS = 16384
-_INFLATE_STEP = 4 << 20
 
 
 def max_chunk_bytes(max_records: int = MAX_CHUNK_RECORDS) -> int:
@@ -55,30 +55,19 @@ def inflate(data: bytes, name: str, max_bytes: int | None = None) -> bytes:
         if max_bytes is not None and len(data) > max_bytes:
             raise ChunkError(name, f"{len(data):,} bytes is more than a chunk can hold ({max_bytes:,})")
         return data
-    parts, total = [], 0
-    while data:
-        stream = inflater.decompressobj(wbits=31)
-        pending = data
-        try:
-            while True:
-                step = _INFLATE_STEP if max_bytes is None else min(_INFLATE_STEP, max_bytes - total + 1)
-                piece = stream.decompress(pending, step)
-                parts.append(piece)
-                total += len(piece)
-                if max_bytes is not None and total > max_bytes:
-                    raise ChunkError(name, f"inflates to more than {max_bytes:,} bytes, more than a chunk can hold "
-                                           "(data.max_chunk_records sets the limit)")
-                pending = stream.unconsumed_tail
-                if stream.eof or not pending:
-                    break
-        except inflater.error as error:
-            raise ChunkError(name, f"corrupt gzip stream ({error})") from None
-        if not stream.eof:
-            raise ChunkError(name, "truncated gzip stream (the file ends before the gzip trailer)")
-        data = stream.unused_data
-        if data and not data.startswith(GZIP_MAGIC):
-            raise ChunkError(name, "bytes after the end of the gzip stream are not gzip data")
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    try:
+        return gunzip(data, max_bytes, inflater)
+    except GzipError as error:
+        raise ChunkError(name, _GZIP_PROBLEMS[error.kind].format(detail=error.detail, limit=max_bytes)) from None
+
+
+_GZIP_PROBLEMS = {
+    "corrupt": "corrupt gzip stream ({detail})",
+    "truncated": "truncated gzip stream (the file ends before the gzip trailer)",
+    "trailing": "bytes after the end of the gzip stream are not gzip data",
+    "too_big": "inflates to more than {limit:,} bytes, more than a chunk can hold (data.max_chunk_records sets "
+               "the limit)",
+}
 
 
 def _version_at(raw: bytes, offset: int) -> int:

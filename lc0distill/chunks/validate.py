@@ -75,9 +75,21 @@ def _check_policy(records: np.ndarray, entries: LegalEntries, found: _Findings) 
     above_one = np.zeros(len(records), bool)
     above_one[entries.rows[entries.values > 1.0]] = True
     found.add(above_one, "probabilities", "an entry above 1")
-    # V3 marks illegal moves 0.0, like unvisited legal ones (see packed.py): its count says nothing.
+    # V3 marks illegal moves 0.0, like unvisited legal ones (see packed.py): only its visited moves count.
     found.add((entries.counts > MAX_LEGAL_MOVES) & (records["version"] > 3), "probabilities",
               f"more than {MAX_LEGAL_MOVES} legal moves (no chess position has that many)")
+    found.add((_visited_counts(entries, len(records)) > MAX_LEGAL_MOVES) & (records["version"] == 3),
+              "probabilities", f"more than {MAX_LEGAL_MOVES} visited moves (no chess position has that many)")
+
+
+def _visited_counts(entries: LegalEntries, count: int) -> np.ndarray:
+    return np.bincount(entries.rows[entries.values > 0], minlength=count)
+
+
+def _wdl_valid(q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Every check of _check_wdl at once (False for NaN): q in [-1, 1], d in [0, 1], W and L >= 0."""
+    with np.errstate(invalid="ignore"):
+        return (np.abs(q) <= 1) & (d >= 0) & (d <= 1) & ((1 - d - np.abs(q)) >= -2 * WDL_TOLERANCE)
 
 
 def _check_wdl(q: np.ndarray, d: np.ndarray, prefix: str, found: _Findings, allow_nan: bool = False) -> None:
@@ -101,20 +113,18 @@ def _all_good(records: np.ndarray, q_source: QSource | None, entries: LegalEntri
     d = np.stack([records[f"{pair}_d"] for pair in pairs])
     plies = records["plies_left"]
     with np.errstate(invalid="ignore"):
-        good = bool(((1 - d - np.abs(q)) >= -2 * WDL_TOLERANCE).all() and (d >= 0).all() and (plies >= 0).all()
-                    and (plies <= MAX_PLIES_LEFT).all())
+        good = bool(_wdl_valid(q, d).all() and (plies >= 0).all() and (plies <= MAX_PLIES_LEFT).all())
         total = np.bincount(entries.rows, weights=entries.values, minlength=len(records))
         good = good and bool((np.abs(total - 1.0) <= POLICY_SUM_TOLERANCE).all()) and not (entries.values > 1).any()
     if version > 3:
         good = good and int(entries.counts.max()) <= MAX_LEGAL_MOVES
+    else:
+        good = good and int(_visited_counts(entries, len(records)).max()) <= MAX_LEGAL_MOVES
     if version >= 6:
         good = good and int(records["played_idx"].max()) < 1858 and int(records["best_idx"].max()) < 1858
         orig_q, orig_d = records["orig_q"], records["orig_d"]
         known = ~np.isnan(orig_q)
-        with np.errstate(invalid="ignore"):
-            good = good and bool((np.isnan(orig_d) == ~known).all()
-                                 and ((1 - orig_d - np.abs(orig_q)) >= -2 * WDL_TOLERANCE)[known].all()
-                                 and (orig_d >= 0)[known].all())
+        good = good and bool((np.isnan(orig_d) == ~known).all() and _wdl_valid(orig_q, orig_d)[known].all())
     if q_source is not None:
         source = QSource(q_source).value
         good = good and version >= _QD_SINCE[source] and not np.isnan(records[f"{source}_q"]).any()

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import chess
 import numpy as np
@@ -27,6 +28,7 @@ from lc0distill.lc0.weights import read_net_info
 from lc0distill.models.inference import evaluate_boards
 from lc0distill.models.net import count_parameters, flops_per_position
 from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
+from lc0distill.progress import track
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
@@ -208,8 +210,12 @@ def _check_finite_evaluation(evaluation, path: str) -> None:
 def run_check(args: argparse.Namespace) -> int:
     binary = find_engine(args.engine)
     path = lc0_net_path(args.net)
-    report = check_net(path, positions=args.positions, tolerance=args.tolerance, backend=args.backend)
-    search = uci_search(binary, path, nodes=1, backend=args.backend)  # the binary loads it too, and plays
+    with track(f"net check {Path(path).name}", total=2, unit="stages") as bar:
+        bar.update(0, info=f"{args.positions} positions in lc0 and in PyTorch")
+        report = check_net(path, positions=args.positions, tolerance=args.tolerance, backend=args.backend)
+        bar.update(1, info="lc0 plays a move at 1 node")
+        search = uci_search(binary, path, nodes=1, backend=args.backend)  # the binary loads it too, and plays
+        bar.update(2, info="done")
     engine = {**report.engine, "binary": str(binary), "version": search.engine, "uci_bestmove": search.bestmove}
     report = replace(report, engine=engine)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -77,19 +78,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = DataConfig(paths=list(args.data), batch_size=args.batch_size, shuffle_buffer=0, workers=0)
     probe = probe_chunks(sources)
     results, loaders = {}, []
-    for path in args.nets:
-        net = load_inference_net(path, args.input_format)
-        if isinstance(net, torch.nn.Module):
-            check_finite_net(net, path)
-        net_format = net.config.input_format
-        check_input_format(net_format, probe, path)
-        loader = make_loader(data, sources, passes=1, sample_rate=args.sample_rate)
-        with track(f"evaluate {Path(path).name}", total=args.positions, unit="positions") as bar:
-            results[path] = evaluate_net(net, _checked(loader, net_format, path), args.positions,
-                                         on_batch=lambda done: bar.update(min(done, args.positions), positions=done),
-                                         name=path)
-        loaders.append(loader)
+    data_log = logging.getLogger("lc0distill.data")
+    level, data_log.level = data_log.level, logging.ERROR  # said once, below
+    try:
+        for path in args.nets:
+            loader = make_loader(data, sources, passes=1, sample_rate=args.sample_rate)
+            results[path] = _evaluate_one(path, args, loader, probe)
+            loaders.append(loader)
+    finally:
+        data_log.setLevel(level)
     _warn_about_data(unreadable, loaders[0])
+    if not any(metrics["positions"] for metrics in results.values()):
+        raise Lc0DistillError(f"no position could be read from {', '.join(args.data)} ({len(sources)} chunks; "
+                              f"{len(loaders[0].bad_chunks)} bad, {loaders[0].bad_records} bad records)")
     if args.json:
         json.dump({"nets": results}, sys.stdout, indent=1, allow_nan=False)
         print()
@@ -103,6 +104,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_one(path: str, args: argparse.Namespace, loader, probe) -> dict:
+    """One net's metrics, after the checks that make them mean something (finite weights, its input format)."""
+    net = load_inference_net(path, args.input_format)
+    if isinstance(net, torch.nn.Module):
+        check_finite_net(net, path)
+    net_format = net.config.input_format
+    check_input_format(net_format, probe, path)
+    with track(f"evaluate {Path(path).name}", total=args.positions, unit="positions") as bar:
+        return evaluate_net(net, _checked(loader, net_format, path), args.positions,
+                            on_batch=lambda done: bar.update(min(done, args.positions), positions=done), name=path)
+
+
 def _checked(loader, net_format: int, path: str):
     """The loader's batches, each checked to be in the net's input format (the probe only samples chunks)."""
     for packed in loader.packed_batches():
@@ -111,7 +124,8 @@ def _checked(loader, net_format: int, path: str):
 
 
 def _warn_about_data(unreadable: list[str], loader) -> None:
-    """What was skipped, on stderr (the metrics are over the rest)."""
+    """What was skipped, on stderr, once (the metrics are over the rest; the loader's own warnings are kept
+    quiet while it reads, or each net's pass would repeat them)."""
     for problem in unreadable + loader.bad_chunks:
         print(f"lc0distill: warning: skipped: {problem}", file=sys.stderr)
     if loader.bad_records:

