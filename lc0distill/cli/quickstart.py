@@ -4,7 +4,8 @@
 2. train a teacher (32x4), a smaller student alone (16x2) and the same student distilled from the teacher,
    each with configs/quickstart.yaml (games held out by chunk, the same for all three);
 3. export the distilled student as an lc0 .pb.gz, an ONNX model and an lc0 ONNX .pb.gz, and print teacher vs student alone vs distilled student:
-   held-out policy loss, top-1 accuracy, value MSE, training and inference positions/s.
+   held-out policy loss, top-1 accuracy, value MSE, training and inference positions/s;
+4. play the distilled student against the student alone (raw policy, the built-in openings): Elo +- interval.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from lc0distill.cli import data_from_pgn
 from lc0distill.config import RunConfig, load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
+from lc0distill.match.match import MatchOptions, run_match
+from lc0distill.match.openings import builtin_openings
+from lc0distill.match.report import summary
 from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
 from lc0distill.export.onnx_graph import build_onnx
 from lc0distill.export.runtime import built_onnx_net
@@ -35,6 +39,8 @@ RECIPE = PROJECT_ROOT / "configs" / "quickstart.yaml"
 # (name, size, distilled, steps as a multiple of the recipe's). Training the teacher longer overfits this
 # small sample (3x the steps: held-out policy loss 3.36 against 3.03), so all three get the same steps.
 RUNS = (("teacher", "32x4", False, 1), ("student alone", "16x2", False, 1), ("distilled student", "16x2", True, 1))
+MATCH_GAMES = 200  # 100 built-in openings, each with both colours: about +-40 Elo at 95%, seconds for 16x2 nets
+STEPS = 5
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -52,11 +58,11 @@ def register(groups: argparse._SubParsersAction) -> None:
 def _convert(out: Path, console: Console) -> Path:
     chunks = out / "chunks"
     if chunks.is_dir() and any(chunks.glob("game_*.gz")):
-        console.print(f"[bold]1/4[/] chunks already in {chunks}")
+        console.print(f"[bold]1/{STEPS}[/] chunks already in {chunks}")
         return chunks
     if not GAMES.exists():
         raise Lc0DistillError(f"{GAMES} is missing: run python tools/make_quickstart_pgn.py to make it")
-    console.print(f"[bold]1/4[/] converting {GAMES.name} to lc0 chunks")
+    console.print(f"[bold]1/{STEPS}[/] converting {GAMES.name} to lc0 chunks")
     args = argparse.Namespace(pgns=[str(GAMES)], out=str(chunks), input_format="1", jobs=os.cpu_count() or 1)
     data_from_pgn.run(args)
     return chunks
@@ -107,11 +113,11 @@ def run_quickstart(args: argparse.Namespace) -> int:
     rows = []
     for index, (name, size, distilled, multiple) in enumerate(RUNS, start=2):
         config = _config(chunks, out, name, size, distilled, args.steps, multiple)
-        console.print(f"[bold]{min(index, 3)}/4[/] training the {name} ({size}) -> {config.train.run_dir}")
+        console.print(f"[bold]{min(index, 3)}/{STEPS}[/] training the {name} ({size}) -> {config.train.run_dir}")
         result = train(config, log=lambda line: console.print(line, soft_wrap=True, markup=False),
                        resume=not args.fresh)
         rows.append((name, config, result.positions_per_second))
-    console.print("[bold]4/4[/] comparing on held-out games")
+    console.print(f"[bold]4/{STEPS}[/] comparing on held-out games")
     _, test_sources = select_sources(rows[0][1].data)
     held_out = list(make_loader(rows[0][1].data, test_sources, passes=1, sample_rate=1))
     columns = ("net", "size", "params", "policy loss", "top-1", "value MSE", "train/s", "infer/s", "onnx/s")
@@ -137,4 +143,21 @@ def run_quickstart(args: argparse.Namespace) -> int:
     picture = plot_runs([Path(config.train.run_dir) for _, config, _ in rows], out / "curves.png",
                         title="quickstart: teacher, student alone, distilled student")
     print(f"training curves of the three runs: {picture}")
+    console.print(f"[bold]5/{STEPS}[/] distilled student against the student alone: {MATCH_GAMES} games")
+    print(_match_line(run_dir / "final.pt", Path(rows[1][1].train.run_dir) / "final.pt", out / "match.pgn"))
     return 0
+
+
+def _match_line(distilled: Path, alone: Path, pgn: Path) -> str:
+    """A short built-in match by the raw policy (what lc0 plays at 1 node), its games in `pgn`."""
+    pgn.unlink(missing_ok=True)  # the quick start's own file: a new match each time
+    options = MatchOptions(engine="policy", games=MATCH_GAMES, openings=tuple(builtin_openings()),
+                           concurrency=16, pgn=pgn)
+    pairing = summary(run_match([str(distilled), str(alone)], options, lambda result, results: None),
+                      options)["pairings"][0]
+    elo, low, high = (pairing[key] for key in ("elo", "elo_low", "elo_high"))
+    elo_text = f"{elo:+.0f}" if elo is not None else ("+inf" if pairing["score"] > 0.5 else "-inf")
+    interval = f"95% [{low:+.0f}, {high:+.0f}]" if low is not None and high is not None else "(interval unbounded)"
+    return (f"distilled vs alone (argmax of the raw policy, {pairing['games']} games, built-in openings): "
+            f"+{pairing['wins']} ={pairing['draws']} -{pairing['losses']}, Elo {elo_text} {interval}, "
+            f"LOS {100 * (pairing['los'] or 0):.0f}%; games in {pgn}")

@@ -14,7 +14,7 @@ import chess
 import numpy as np
 import torch
 
-from lc0distill.chess.encoding import EncodedPosition, encode_board
+from lc0distill.chess.encoding import EncodedPosition, GameHistory, encode_board
 from lc0distill.chess.expand import PackedPlanes, expand_planes
 from lc0distill.chess.policy_index import legal_move_indices
 from lc0distill.models.net import NetOutput, SEResNet
@@ -74,15 +74,24 @@ def evaluate_boards(net: SEResNet | Callable[[torch.Tensor], NetOutput], boards:
                     batch_size: int = 256) -> list[Evaluation]:
     """Evaluations of `boards` (each with its move stack as history), in order. `net` is an SEResNet or any
     callable with the same call and a `config.input_format` (an ONNX net in onnxruntime)."""
+    return evaluate_histories(net, [GameHistory.from_board(board) for board in boards], batch_size)
+
+
+@torch.no_grad()
+def evaluate_histories(net: SEResNet | Callable[[torch.Tensor], NetOutput], histories: Sequence[GameHistory],
+                       batch_size: int = 256) -> list[Evaluation]:
+    """Evaluations of the last positions of game histories kept move by move (a match encodes each position
+    once instead of replaying the whole game for every move)."""
     net.eval()
     parameters = getattr(net, "parameters", None)
     device = next(parameters()).device if parameters else torch.device("cpu")
     results: list[Evaluation] = []
-    for start in range(0, len(boards), batch_size):
-        chunk = boards[start : start + batch_size]
-        planes, encoded = board_planes(chunk, net.config.input_format)
+    for start in range(0, len(histories), batch_size):
+        chunk = histories[start : start + batch_size]
+        encoded = [history.encode(net.config.input_format) for history in chunk]
+        planes = torch.from_numpy(expand_planes(packed_planes(encoded)))
         out = net(planes.to(device))
         out = NetOutput(*(t.float().cpu() if t is not None else None for t in
                           (out.policy_logits, out.wdl_logits, out.value, out.moves_left)))
-        results += [_evaluation(board, e, out, i) for i, (board, e) in enumerate(zip(chunk, encoded))]
+        results += [_evaluation(h.board, e, out, i) for i, (h, e) in enumerate(zip(chunk, encoded))]
     return results

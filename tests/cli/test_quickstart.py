@@ -31,3 +31,8 @@ def test_quickstart_end_to_end(tmp_path, capsys):
         assert load_inference_net(run_dir / name).config.name == "16x2"
     assert "and as onnx" in out and "and as lc0-onnx" in out
     assert len(list((tmp_path / "qs" / "chunks").glob("game_*.gz"))) == 300
+    line = next(l for l in out.splitlines() if l.startswith("distilled vs alone"))
+    wins, draws, losses = (int(n) for n in re.search(r"\+(\d+) =(\d+) -(\d+)", line).groups())
+    assert wins + draws + losses == 200 and "Elo " in line
+    games = (tmp_path / "qs" / "match.pgn").read_text()
+    assert games.count("[Event ") == 200 and games.count('[White "distilled-student/final"]') == 100
