@@ -32,9 +32,13 @@ class TeacherConfig(_Section):
                                                               "checkpoints or .onnx models")
     weights: list[float] = Field(default_factory=list, description="ensemble weights (default: equal)")
     snapshot_every: int = Field(0, ge=0, description="N > 0: a frozen copy of the student, refreshed every N steps")
+    cache: str | None = Field(None, description="a folder made by `lc0distill teacher cache` with these nets: "
+                                                "their outputs are read from it instead of computed each step")
 
     @model_validator(mode="after")
     def _weights_match(self) -> "TeacherConfig":
+        if self.cache and not self.nets:
+            raise ValueError("teacher.cache needs teacher.nets: the nets the cache was made with (checked by hash)")
         if self.weights and len(self.weights) != len(self.nets):
             raise ValueError(f"teacher.weights has {len(self.weights)} entries for {len(self.nets)} teacher.nets")
         if self.nets and self.snapshot_every:

@@ -11,6 +11,7 @@ import torch
 
 from lc0distill.chunks.batch import Batch
 from lc0distill.distill.losses import policy_cross_entropy, scalar_value_mse, wdl_cross_entropy, wdl_mse
+from lc0distill.distill.teachers import teach
 from lc0distill.errors import Lc0DistillError
 from lc0distill.models.net import NetOutput, SEResNet
 
@@ -61,7 +62,9 @@ def _add_batch(sums: _Sums, out: NetOutput, batch: Batch, teacher_out: NetOutput
         error = (out.moves_left.float() - batch.moves_left)[known].abs().mean()
         sums.add("moves_left_mae", error, int(known.sum()))
     if teacher_out is not None:
-        agreement = (predicted == _masked_argmax(teacher_out.policy_logits, batch.legal)).float().mean()
+        best = getattr(teacher_out, "best", None)
+        best = _masked_argmax(teacher_out.policy_logits, batch.legal) if best is None else best
+        agreement = (predicted == best).float().mean()
         sums.add("teacher_agreement", agreement, size)
 
 
@@ -79,7 +82,7 @@ def evaluate_net(net: SEResNet | Callable[[torch.Tensor], NetOutput], batches: I
     for batch in batches:
         out = net(batch.planes)
         _check_finite(out, name)
-        _add_batch(sums, out, batch, teacher(batch.planes) if teacher is not None else None)
+        _add_batch(sums, out, batch, teach(teacher, batch) if teacher is not None else None)
         if on_batch is not None:
             on_batch(sums.positions)
         if max_positions is not None and sums.positions >= max_positions:

@@ -47,7 +47,8 @@ from lc0distill.chunks.probe import probe_chunks
 from lc0distill.config import LossConfig, RunConfig, TrainConfig, dump_config
 from lc0distill.distill import losses as L
 from lc0distill.distill.schedules import learning_rate, set_learning_rate, teacher_weight, temperature
-from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible
+from lc0distill.distill.cache import open_for_run
+from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible, teach
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
 from lc0distill.guard import (
@@ -188,7 +189,7 @@ def loss_parts(out: NetOutput, batch: Batch, teacher: TeacherOutput | None, conf
 
 def _policy_distill(out: NetOutput, batch: Batch, teacher: TeacherOutput, config: LossConfig, temp: float):
     if config.policy_distill == "nll":
-        return L.policy_teacher_nll(out.policy_logits, teacher.policy_logits, batch.legal)
+        return L.policy_teacher_nll(out.policy_logits, teacher.policy_logits, batch.legal, teacher.best)
     if config.policy_distill == "mse":
         return L.policy_logit_mse(out.policy_logits, teacher.policy_logits, batch.legal)
     return L.policy_kl(out.policy_logits, teacher.policy_logits, batch.legal, temperature=temp,
@@ -216,7 +217,7 @@ class Run:
         self.student = SEResNet(config.net).to(self.device)
         if config.train.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
-        self.teacher = build_teacher(config, self.student, self.device)
+        self.teacher = build_teacher(config, self.student, self.device) if not config.teacher.cache else None
         self.optimizer = make_optimizer(config.train, self.student)
         self.swa = SWA(self.student, config.train.swa_max_models) if config.train.swa_every else None
         self.step = 0
@@ -229,12 +230,31 @@ class Run:
             self.log(f"warning: skipped: {problem}")
         self.unreadable_files = len(selected.unreadable)
         self._check_data()
+        self.tracker = None
+        self.eval_teacher, self.keep_records = self.teacher, None
+        if config.teacher.cache:
+            self._open_teacher_cache()
         self.guard = NonFiniteGuard(config.train.max_skipped_steps, config.train.skip_window, log=self.say)
         self.forward = self._wrapped_student()
         self.metrics_file = None
         self.writer = None
         self.tracker = None
         self.reported_bad_records = 0
+
+    def _open_teacher_cache(self) -> None:
+        """Teacher outputs read from `teacher.cache` (checked against teacher.nets and the data); the held-out
+        data, when the cache lacks it, is judged by the live teacher."""
+        config = self.config
+        opened = open_for_run(config.teacher.cache, config.teacher.nets, config.teacher.weights or None,
+                              config.data.sample_rate, config.net.input_format, self.train_sources, self.test_sources)
+        self.teacher, self.keep_records = opened.train, opened.keep
+        if opened.test is not None:
+            self.eval_teacher = opened.test
+        else:
+            live = config.model_copy(update={"teacher": config.teacher.model_copy(update={"cache": None})})
+            self.eval_teacher = build_teacher(live, self.student, self.device)
+        self.say(f"teacher outputs from the cache {config.teacher.cache} ({opened.train.cache.positions:,} positions"
+                 f"{', the sampled records only' if opened.keep is not None else ''})")
 
     def say(self, message: str) -> None:
         """A line for the person watching (rank 0's): above the progress bar when there is one."""
@@ -323,7 +343,7 @@ class Run:
             skip = 0
         loader = make_loader(self.config.data, self.train_sources, passes=None, rank=self.rank,
                              world_size=self.world, device=str(self.device), seed_offset=self.stream.seed_offset,
-                             needs_q=self.config.loss.q_ratio > 0)
+                             needs_q=self.config.loss.q_ratio > 0, keep=self.keep_records)
         self.train_loader = loader
         net_format = self.config.net.input_format
         for packed in loader.packed_batches():
@@ -374,7 +394,7 @@ class Run:
         self.student.train()
         statistics = batch_norm_state(self.student)
         with self.autocast():
-            teacher_out = self.teacher(planes) if self.teacher is not None and alpha > 0 else None
+            teacher_out = teach(self.teacher, batch, planes) if self.teacher is not None and alpha > 0 else None
             out = self.forward(planes)
             report = loss_parts(out, batch, teacher_out, config.loss, alpha, temp)
         if not finite_on_every_rank(report.total, self.world):
@@ -441,7 +461,7 @@ class Run:
 
     def evaluate(self) -> dict:
         net = self.swa.model if self.swa is not None else self.student
-        metrics = evaluate_net(net, self.test_batches(), self.config.train.eval_positions, self.teacher)
+        metrics = evaluate_net(net, self.test_batches(), self.config.train.eval_positions, self.eval_teacher)
         self.record("test", metrics)
         return metrics
 

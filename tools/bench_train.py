@@ -9,7 +9,10 @@
           `loss_parts`, backward, gradient clipping, SGD step of `make_optimizer`, all at the RunConfig
           defaults), for the students --students (default 64x6 and 128x10): (a) without a teacher,
           (b) with a live --teacher net (default 256x20, randomly initialised, wrapped in `NetTeacher`: eval
-          mode, forward only under no_grad), teacher weight --alpha 0.5, temperature --temperature 1.
+          mode, forward only under no_grad), teacher weight --alpha 0.5, temperature --temperature 1,
+          (c) with the same teacher's outputs read from a teacher cache (lc0distill.distill.cache, made once
+          from the same batches before timing, float16 as `teacher cache` picks it): the join of every batch
+          to its cached rows is timed, the teacher's forward pass is not.
           Batches are built once, before timing, from real chunks (read_chunk -> pack_records -> make_batch,
           --distinct-batches of them, cycled), so the data loader is not measured.
 
@@ -58,6 +61,8 @@ from lc0distill.chunks.packed import pack_records
 from lc0distill.chunks.reader import read_chunk
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.config import RunConfig
+from lc0distill.chunks.sources import ChunkSource
+from lc0distill.distill.cache import TeacherCache, build_cache
 from lc0distill.distill.teachers import NetTeacher
 from lc0distill.errors import Lc0DistillError
 from lc0distill.models.config import preset
@@ -232,6 +237,15 @@ class TrainStepper:
             raise SystemExit(f"{PROG}: {label}: loss parts {sorted(self.last.parts)}: the teacher {state}")
 
 
+def cached_teacher(teacher: NetTeacher, batches: list[Batch], paths: list[Path], folder: str):
+    """The teacher's outputs on the prepared batches, cached as `teacher cache` does and bound for joins
+    (the batches come from one concatenation: chunk 0, records 0..N-1)."""
+    source = ChunkSource(path=str(next(iter(find_chunks([str(p) for p in paths]))).path))
+    out = Path(folder) / "teacher-cache"
+    build_cache(teacher, batches, [source], [], out, input_format=1, sample_rate=1, seed=0)
+    return TeacherCache(out).bind([source])
+
+
 # --- main --------------------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -338,16 +352,21 @@ def main(argv: list[str] | None = None) -> int:
         teacher_flops = flops_per_position(teacher_net)
         teacher = NetTeacher([teacher_net]).to(device)  # eval mode, no gradients, forward under no_grad
     fpp: dict[str, int] = {}
+    cached_shares: list[str] = []
     train_rows = [("student", "teacher", "steps", "ms/step", "pos/s", "student GFLOP/s", "x conv(C)",
                    "incl. teacher GFLOP/s", "x conv(C, Ct)")]
     with tempfile.TemporaryDirectory(prefix="bench_train-") as run_dir:  # Run writes nothing unless asked
         for size, config in zip(args.student_sizes, args.student_configs):
-            for with_teacher in ([False, True] if teacher is not None else [False]):
+            for kind in (["alone", "live", "cached"] if teacher is not None else ["alone"]):
+                with_teacher = kind != "alone"
                 run = make_run(size, paths, device, args.alpha, args.temperature, run_dir)
-                if with_teacher:
+                if kind == "live":
                     run.teacher = teacher  # what build_teacher returns for one net, here randomly initialised
+                elif kind == "cached":
+                    run.teacher = cached_teacher(teacher, batches, paths, run_dir)
                 student_flops = fpp.setdefault(size, flops_per_position(run.student))
-                label = f"{size} + {args.teacher}" if with_teacher else size
+                label = {"alone": size, "live": f"{size} + {args.teacher}",
+                         "cached": f"{size} + {args.teacher} cached"}[kind]
                 progress(f"training {label}")
                 stepper = TrainStepper(run, batches)
                 t = measure(stepper, device, args.warmup, args.steps, args.repeat, args.row_seconds)
@@ -359,10 +378,15 @@ def main(argv: list[str] | None = None) -> int:
                 # the conv yardstick for student + teacher: every FLOP at the conv rate of its own net's width
                 yardstick = (3 * student_flops + teacher_flops) / (
                     3 * student_flops / conv[c] + teacher_flops / conv[teacher_width[0]]) if with_teacher else 0
-                train_rows.append((size, args.teacher if with_teacher else "-", str(t.steps),
+                if kind == "alone":
+                    alone_rate = rate
+                if kind == "cached":
+                    cached_shares.append(f"{size}: {100 * rate / alone_rate:.0f}%")
+                train_rows.append((size, {"alone": "-", "live": args.teacher, "cached": f"{args.teacher} (cache)"}[kind],
+                                   str(t.steps),
                                    f"{1e3 * t.per_step:,.0f}", f"{rate:,.1f}", f"{achieved / G:,.1f}",
-                                   f"{achieved / conv[c]:.2f}", f"{total / G:,.1f}" if with_teacher else "-",
-                                   f"{total / yardstick:.2f}" if with_teacher else "-"))
+                                   f"{achieved / conv[c]:.2f}", f"{total / G:,.1f}" if kind == "live" else "-",
+                                   f"{total / yardstick:.2f}" if kind == "live" else "-"))
                 del run, stepper
                 gc.collect()
 
@@ -377,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     print("x conv(C) = student FLOP/s / conv2d FLOP/s at the student's width C; x conv(C, Ct) = incl. teacher "
           "FLOP/s / the rate if each net's FLOPs ran at the conv2d rate of its width (C, teacher Ct)")
     print(format_table(train_rows))
+    if cached_shares:
+        print("with the cached teacher, training runs at this share of the student-alone speed: "
+              + ", ".join(cached_shares))
     print()
     others = cpu_share.others()
     print(f"total time {time.perf_counter() - started:,.0f} s; other processes used "

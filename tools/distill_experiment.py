@@ -68,6 +68,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher-weight", type=float, default=0.7, help="teacher's share of the targets")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the policy KL")
     parser.add_argument("--workers", type=int, default=1, help="loader processes for training")
+    parser.add_argument("--played-games", type=int, default=0,
+                        help="games the teacher plays against itself (lc0distill data play), added to the "
+                             "distilled student's training data only: teacher-played, teacher-labelled positions")
+    parser.add_argument("--played-temperature", type=float, default=1.0, help="sampling temperature of those games")
+    parser.add_argument("--played-random-plies", type=int, default=4, help="random plies opening those games")
+    parser.add_argument("--keep-alone", action="store_true",
+                        help="reuse OUT/alone when it was trained with exactly this config (rows that change "
+                             "only the distilled student)")
+    parser.add_argument("--cache", action="store_true",
+                        help="the distilled student reads the teacher's outputs from a teacher cache made once "
+                             "(lc0distill teacher cache) instead of running the teacher every step")
+    parser.add_argument("--student-lr", type=float, default=None,
+                        help="the distilled student's peak rate (default: --lr)")
+    parser.add_argument("--distilled-steps", type=int, default=None,
+                        help="the distilled student's steps (default: --steps; equal steps is the fair row)")
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps, part of the held-out set")
     args = parser.parse_args(argv)
     if args.steps is None:
@@ -111,24 +126,63 @@ def write_list(path: Path, files: list[str]) -> str:
 # ----------------------------------------------------------------------------------------------- runs
 
 def run_config(args, train_list: str, test_list: str, run_dir: Path, eval_positions: int,
-               distil: bool) -> RunConfig:
-    warmup = max(1, args.steps // 20)
+               distil: bool, extra_data: list[str] = (), cache: Path | None = None, steps: int | None = None,
+               lr: float | None = None) -> RunConfig:
+    steps = steps or args.steps
+    lr = lr or args.lr
+    warmup = max(1, steps // 20)
     overrides = [
-        f"data.paths={json.dumps([train_list])}", f"data.test_paths={json.dumps([test_list])}", "data.sample_rate=1",
+        f"data.paths={json.dumps([train_list, *extra_data])}", f"data.test_paths={json.dumps([test_list])}",
+        "data.sample_rate=1",
         f"data.batch_size={args.batch_size}", "data.shuffle_buffer=32768", f"data.workers={args.workers}",
         f"data.seed={args.seed}", "data.chunk_order=name",
         f"net.size={args.student}", "net.moves_left=false",
-        "train.optimizer=sgd", "train.lr.kind=cosine", f"train.lr.lr={args.lr}", f"train.lr.warmup_steps={warmup}",
-        f"train.lr.total_steps={args.steps}", f"train.lr.min_lr={args.lr / 100}",
-        f"train.steps={args.steps}", f"train.seed={args.seed}", "train.device=cpu",
-        f"train.log_every={max(1, args.steps // 12)}", "train.eval_every=0",
-        f"train.eval_positions={eval_positions}", f"train.checkpoint_every={args.steps}",
+        "train.optimizer=sgd", "train.lr.kind=cosine", f"train.lr.lr={lr}", f"train.lr.warmup_steps={warmup}",
+        f"train.lr.total_steps={steps}", f"train.lr.min_lr={lr / 100}",
+        f"train.steps={steps}", f"train.seed={args.seed}", "train.device=cpu",
+        f"train.log_every={max(1, steps // 12)}", "train.eval_every=0",
+        f"train.eval_positions={eval_positions}", f"train.checkpoint_every={steps}",
         f"train.run_dir={json.dumps(str(run_dir))}", "export.lc0=false",
     ]
     if distil:
         overrides += [f"teacher.nets={json.dumps([str(args.teacher)])}", f"loss.teacher_weight.weight={args.teacher_weight}",
                       f"loss.temperature.start={args.temperature}"]
+        if cache is not None:
+            overrides.append(f"teacher.cache={json.dumps(str(cache))}")
     return load_config(None, overrides)
+
+
+def played_games(args, out: Path) -> list[str]:
+    """The teacher's own games (data play), made once per setting and kept in OUT/played-*."""
+    if not args.played_games:
+        return []
+    from lc0distill.cli import main as cli
+
+    folder = out / f"played-{args.played_games}-t{args.played_temperature:g}-r{args.played_random_plies}-s{args.seed}"
+    if len(list(folder.glob("game_*.gz"))) != args.played_games:
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        code = cli(["data", "play", "--net", str(args.teacher), "--games", str(args.played_games), "--out", str(folder),
+                    "--temperature", str(args.played_temperature), "--random-plies", str(args.played_random_plies),
+                    "--seed", str(args.seed + 1000)])
+        if code != 0:
+            raise Lc0DistillError("data play failed")
+        print(f"teacher-played games: {args.played_games} in {time.perf_counter() - started:,.0f}s -> {folder}")
+    return [str(folder)]
+
+
+def teacher_cache(args, out: Path, data: list[str]) -> Path | None:
+    """A teacher cache over everything the distilled student reads (and the held-out games)."""
+    if not args.cache:
+        return None
+    from lc0distill.cli import main as cli
+
+    folder = out / "teacher-cache"
+    started = time.perf_counter()
+    if cli(["teacher", "cache", *data, "--teacher", str(args.teacher), "--out", str(folder)]) != 0:
+        raise Lc0DistillError("teacher cache failed")
+    print(f"teacher cache: {time.perf_counter() - started:,.0f}s -> {folder}")
+    return folder
 
 
 def train_student(name: str, config: RunConfig) -> tuple[torch.nn.Module, float]:
@@ -257,15 +311,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: {len(train_files)} training and {len(held_files)} held-out chunk files "
               f"(lists in {out}); teacher {args.teacher}")
         limit = 1024 if args.quick else None
+        extra = played_games(args, out)
+        cache = teacher_cache(args, out, [train_list, test_list, *extra])
         configs = {
             "alone": run_config(args, train_list, test_list, out / "alone", limit or 10**9, distil=False),
-            "distilled": run_config(args, train_list, test_list, out / "distilled", limit or 10**9, distil=True),
+            "distilled": run_config(args, train_list, test_list, out / "distilled", limit or 10**9, distil=True,
+                                    extra_data=extra, cache=cache, steps=args.distilled_steps, lr=args.student_lr),
         }
         games = held_out_games(configs["alone"].data, limit)
         positions = sum(len(b) for game in games for b in game)
         print(f"held out: {positions:,} positions from {len(games)} games")
         students, seconds = {}, {}
         for name, config in configs.items():
+            done = Path(config.train.run_dir)
+            if name == "alone" and args.keep_alone and (done / "final.pt").exists() and \
+                    load_config(done / "config.yaml") == config:
+                students[name], seconds[name] = load_model(done / "final.pt"), 0.0
+                print(f"\n== alone: reused {done} (same config)")
+                continue
             students[name], seconds[name] = train_student(name, config)
     except Lc0DistillError as error:
         print(f"distill_experiment.py: {error}", file=sys.stderr)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lc0distill.chess.expand import INPUT_PLANES, PackedPlanes, Rule50Scale, expand_planes
-from lc0distill.chunks.packed import FLAG_ALL_LEGAL, MAX_LEGAL_MOVES, POSITION_DTYPE
+from lc0distill.chunks.packed import FLAG_ALL_LEGAL, MAX_LEGAL_MOVES, POSITION_DTYPE, position_fingerprints
 from lc0distill.chunks.targets import QSource
 
 POLICY_SIZE = 1858
@@ -36,12 +36,14 @@ class Batch:
     best_idx: torch.Tensor  # (B,) int64 policy index of the best move
     chunk_index: torch.Tensor  # (B,) int64 the loader's number of the chunk each position came from
     record_index: torch.Tensor  # (B,) int64 the record's index in its chunk
+    fingerprint: torch.Tensor | None = None  # (B,) int64 hash of the planes (chunks.packed.position_fingerprints)
 
     def __len__(self) -> int:
         return self.planes.shape[0]
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
+        return Batch(**{f.name: None if getattr(self, f.name) is None else
+                        getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
 
 
 def _wdl(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -138,4 +140,5 @@ def make_batch(packed: np.ndarray, device: torch.device | str = "cpu", q_source:
         moves_left=t["plies_left"], moves_left_known=t["version"] >= 5,
         orig_q=t["orig_q"], policy_kld=t["policy_kld"], played_idx=t["played_idx"], best_idx=t["best_idx"],
         chunk_index=t["chunk"], record_index=t["record"],
+        fingerprint=torch.from_numpy(position_fingerprints(packed).view(np.int64)),  # stays on the CPU: joins
     )

@@ -67,3 +67,45 @@ def records_from_game(
         record["plies_left"] = len(moves) - i
         history.push(move)
     return records
+
+
+def records_from_net_game(
+    moves: Sequence[chess.Move],
+    result: str,
+    evaluations: Sequence,
+    input_format: int = 1,
+    start: chess.Board | None = None,
+    fill: HistoryFill = HistoryFill.FEN_ONLY,
+) -> np.ndarray:
+    """(N,) RECORD_DTYPE of a game a net played against itself, the targets being the net's own outputs.
+
+    `evaluations[i]` is the net's raw evaluation of the position before move i (models.inference.Evaluation:
+    policy over the legal moves, WDL or q, moves-left): the policy field holds that softmax (illegal moves -1),
+    best_idx its most probable move, played_idx the move played; orig_q/orig_d and root/best/played q/d its
+    raw value (no search was made, so they are the same), the m fields its moves-left (0 without the head);
+    z comes from the result and plies_left from the game's length.
+    """
+    records = records_from_game(moves, result, input_format, start, fill=fill)
+    history = GameHistory(start)
+    for i, (move, evaluation) in enumerate(zip(moves, evaluations)):
+        board = history.board
+        transform = history.encode(input_format, fill).transform
+        record = records[i : i + 1]
+        record["probabilities"] = -1.0
+        best, best_p = None, -1.0
+        for uci, p in evaluation.policy.items():
+            index = move_to_index(board, chess.Move.from_uci(uci), transform)
+            record["probabilities"][0, index] = p
+            if p > best_p:
+                best, best_p = index, p
+        record["best_idx"] = best
+        if evaluation.wdl is not None:
+            q, d = evaluation.wdl[0] - evaluation.wdl[2], evaluation.wdl[1]
+        else:
+            q, d = evaluation.q, 0.0
+        for prefix in ("orig", "root", "best", "played"):
+            record[f"{prefix}_q"] = q
+            record[f"{prefix}_d"] = d
+            record[f"{prefix}_m"] = evaluation.moves_left if evaluation.moves_left is not None else 0.0
+        history.push(move)
+    return records

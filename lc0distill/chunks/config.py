@@ -72,14 +72,15 @@ def select_sources(config: DataConfig) -> SelectedSources:
 
 def make_loader(config: DataConfig, sources: list[ChunkSource], *, passes: int | None, rank: int = 0,
                 world_size: int = 1, device: str = "cpu", sample_rate: int | None = None,
-                seed_offset: int = 0, needs_q: bool = False) -> BatchLoader:
+                seed_offset: int = 0, needs_q: bool = False, keep: dict | None = None) -> BatchLoader:
     """A loader over `sources`; `passes=None` streams forever (training), 1 reads each record once (tests).
-    `needs_q`: the value target reads data.q_source, so records without it are bad records."""
+    `needs_q`: the value target reads data.q_source, so records without it are bad records. `keep`: per
+    source number, exactly the records to read (a sampled teacher cache's), instead of sampling."""
     spec = StreamSpec(
         sources=tuple(sources), batch_size=config.batch_size,
         sample_rate=config.sample_rate if sample_rate is None else sample_rate,
         shuffle_buffer=config.shuffle_buffer, seed=config.seed + seed_offset, passes=passes,
         rank=rank, world_size=world_size, strict=config.strict, drop_last=False,
-        q_source=config.q_source if needs_q else None, max_chunk_records=config.max_chunk_records,
+        q_source=config.q_source if needs_q else None, max_chunk_records=config.max_chunk_records, keep=keep,
     )
     return BatchLoader(spec, workers=config.workers, device=device, q_source=config.q_source, rule50=config.rule50)

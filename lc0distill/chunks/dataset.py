@@ -68,6 +68,9 @@ class StreamSpec:
     drop_last: bool = False  # False: the end of the last pass gives one short batch
     q_source: QSource | None = None  # the q/d pair the value target reads (records without it are bad)
     max_chunk_records: int = MAX_CHUNK_RECORDS
+    # source number -> the record numbers to read (ascending), instead of sampling: the records a teacher
+    # cache made with sampling holds; a source not named gives nothing
+    keep: dict[int, np.ndarray] | None = None
 
 
 class ShuffleBuffer:
@@ -209,7 +212,10 @@ def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emit
         emitter.problems.bad_chunks.append(str(error))
         return None
     numbers = np.arange(len(records), dtype=np.uint32)
-    if spec.sample_rate > 1:
+    if spec.keep is not None:
+        kept = np.isin(numbers, spec.keep.get(index, numbers[:0]), assume_unique=True)
+        records, numbers = records[kept], numbers[kept]
+    elif spec.sample_rate > 1:
         kept = rng.random(len(records)) < 1.0 / spec.sample_rate
         records, numbers = records[kept], numbers[kept]
     entries = legal_entries(records["probabilities"])

@@ -94,3 +94,20 @@ def dense_policy(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     legal[rows, cols] = True
     legal[(packed["flags"] & FLAG_ALL_LEGAL) != 0] = True
     return policy, legal
+
+
+_FINGERPRINT_MULTIPLIERS = np.random.default_rng(0x1C0D).integers(1, 2**63, size=112, dtype=np.uint64) | np.uint64(1)
+
+
+def position_fingerprints(packed: np.ndarray) -> np.ndarray:
+    """(N,) uint64: a hash of what a net sees of each position (the 104 bitboards and the auxiliary bytes), so
+    outputs computed once for a record (a teacher cache) are joined to that record and no other."""
+    planes = packed["planes"].astype(np.uint64, copy=False)  # (N, 104)
+    aux = np.concatenate([packed["castling"], packed["side_to_move_or_enpassant"][:, None],
+                          packed["rule50_count"][:, None], packed["invariance_info"][:, None],
+                          packed["input_format"][:, None]], axis=1).astype(np.uint64)  # (N, 8)
+    words = np.concatenate([planes, aux], axis=1)  # (N, 112)
+    with np.errstate(over="ignore"):  # arithmetic modulo 2^64 is the point
+        mixed = words * _FINGERPRINT_MULTIPLIERS
+        mixed ^= mixed >> np.uint64(29)
+        return np.bitwise_xor.reduce(mixed * _FINGERPRINT_MULTIPLIERS[::-1], axis=1) + mixed.sum(axis=1)

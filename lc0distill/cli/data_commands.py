@@ -12,7 +12,7 @@ from lc0distill.chunks.games import Game, reconstruct_games
 from lc0distill.chunks.reader import Chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.chunks.validate import find_bad_records
-from lc0distill.cli import data_from_pgn, data_stats
+from lc0distill.cli import data_from_pgn, data_label, data_play, data_stats
 from lc0distill.errors import ChunkError
 
 PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
@@ -34,6 +34,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     inspect.set_defaults(run=run_inspect)
     data_stats.register(commands)
     data_from_pgn.register(commands)
+    data_play.register(commands)
+    data_label.register(commands)
 
     games = commands.add_parser(
         "games", help="rebuild the games stored in chunks",

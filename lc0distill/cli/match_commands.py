@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -83,9 +84,17 @@ def _numbers(text: str, count: int, option: str) -> list[float]:
         values = [float(part) for part in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != count:
-        raise Lc0DistillError(f"{option} {text}: {count} comma-separated numbers are needed")
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise Lc0DistillError(f"{option} {text}: {count} comma-separated finite numbers are needed")
     return values
+
+
+def _counts(text: str, count: int, option: str) -> list[int]:
+    """Whole numbers >= 0 (centipawns, moves): a fraction or a negative would change what the rule means."""
+    values = _numbers(text, count, option)
+    if any(v < 0 or v != int(v) for v in values):
+        raise Lc0DistillError(f"{option} {text}: whole numbers >= 0 are needed")
+    return [int(v) for v in values]
 
 
 def _limits(args: argparse.Namespace) -> UciLimits:
@@ -106,9 +115,13 @@ def _limits(args: argparse.Namespace) -> UciLimits:
 
 
 def _adjudication(args: argparse.Namespace) -> Adjudication:
-    resign_cp, resign_moves = _numbers(args.resign, 2, "--resign")
-    draw = _numbers(args.draw, 3, "--draw") if args.draw else [_ADJUDICATION.draw_cp, _ADJUDICATION.draw_moves,
-                                                                   _ADJUDICATION.draw_from_move]
+    resign_cp, resign_moves = _counts(args.resign, 2, "--resign")
+    draw = _counts(args.draw, 3, "--draw") if args.draw else [_ADJUDICATION.draw_cp, _ADJUDICATION.draw_moves,
+                                                                  _ADJUDICATION.draw_from_move]
+    if args.move_timeout <= 0 or not math.isfinite(args.move_timeout):
+        raise Lc0DistillError(f"--move-timeout {args.move_timeout:g}: seconds > 0 are needed")
+    if args.threads < 0:
+        raise Lc0DistillError(f"--threads {args.threads}: 0 (the library's default) or more")
     big = 10**9  # "off": a condition that never holds
     return Adjudication(resign_cp=int(resign_cp) or big, resign_moves=int(resign_moves) or big,
                         draw_cp=int(draw[0]) if draw[1] else -1, draw_moves=int(draw[1]) or big,

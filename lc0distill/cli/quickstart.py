@@ -156,8 +156,8 @@ def _match_line(distilled: Path, alone: Path, pgn: Path) -> str:
     pairing = summary(run_match([str(distilled), str(alone)], options, lambda result, results: None),
                       options)["pairings"][0]
     elo, low, high = (pairing[key] for key in ("elo", "elo_low", "elo_high"))
-    elo_text = f"{elo:+.0f}" if elo is not None else ("+inf" if pairing["score"] > 0.5 else "-inf")
+    elo_text = f"{elo:+.0f}" if elo is not None else ("+inf" if (pairing["score"] or 0) > 0.5 else "-inf")
     interval = f"95% [{low:+.0f}, {high:+.0f}]" if low is not None and high is not None else "(interval unbounded)"
     return (f"distilled vs alone (argmax of the raw policy, {pairing['games']} games, built-in openings): "
             f"+{pairing['wins']} ={pairing['draws']} -{pairing['losses']}, Elo {elo_text} {interval}, "
-            f"LOS {100 * (pairing['los'] or 0):.0f}%; games in {pgn}")
+            f"LOS {'-' if pairing['los'] is None else format(100 * pairing['los'], '.0f') + '%'}; games in {pgn}")

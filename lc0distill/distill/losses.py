@@ -79,12 +79,14 @@ def policy_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, legal:
 
 
 def policy_teacher_nll(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                       legal: torch.Tensor) -> torch.Tensor:
+                       legal: torch.Tensor, best: torch.Tensor | None = None) -> torch.Tensor:
     """Negative log-likelihood, under the student's masked softmax, of the teacher's best legal move.
 
     student_logits, teacher_logits (B, 1858); legal (B, 1858) bool. Ties go to the lowest policy index.
+    best (B,) int64: that move's index where the caller knows it exactly (a teacher cache).
     """
-    best = teacher_logits.detach().float().masked_fill(~legal, float("-inf")).argmax(dim=1)  # (B,)
+    if best is None:
+        best = teacher_logits.detach().float().masked_fill(~legal, float("-inf")).argmax(dim=1)  # (B,)
     log_s = _log_probs(student_logits, legal)  # (B, 1858)
     return -log_s.gather(1, best.unsqueeze(1)).mean()
 

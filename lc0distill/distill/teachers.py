@@ -33,6 +33,17 @@ Net = SEResNet | ExportedNet
 class TeacherOutput:
     policy_logits: torch.Tensor  # (B, 1858): a single net's logits; for an ensemble, log of the mixed policy
     wdl: torch.Tensor | None  # (B, 3) win/draw/loss probabilities (weighted mean over the ensemble)
+    moves_left: torch.Tensor | None = None  # (B,) plies (weighted mean), when every net has the head
+    best: torch.Tensor | None = None  # (B,) int64 policy index of the best legal move, where known exactly (a
+    # cache: its 16-bit log-probabilities can tie or swap two near-equal moves; the argmax was taken before)
+
+
+def teach(teacher, batch, planes: torch.Tensor | None = None) -> TeacherOutput:
+    """A teacher's outputs for a batch: a cached teacher looks its positions up, a net runs on the planes
+    (`planes`: the batch's, in the memory format the run uses)."""
+    if getattr(teacher, "joins_batches", False):
+        return teacher(batch)
+    return teacher(batch.planes if planes is None else planes)
 
 
 def check_compatible(student: SEResNet, teacher: Net, name: str, distil_value: bool) -> None:
@@ -81,12 +92,15 @@ class NetTeacher:
         if len(outputs) == 1:
             out = outputs[0]
             wdl = out.wdl_logits.float().softmax(dim=1) if out.wdl_logits is not None else None
-            return TeacherOutput(out.policy_logits.float(), wdl)
+            mlh = out.moves_left.float().reshape(-1) if out.moves_left is not None else None
+            return TeacherOutput(out.policy_logits.float(), wdl, mlh)
         policy = sum(w * o.policy_logits.float().softmax(dim=1) for w, o in zip(self.weights, outputs))
-        wdl = None
+        wdl = mlh = None
         if all(o.wdl_logits is not None for o in outputs):
             wdl = sum(w * o.wdl_logits.float().softmax(dim=1) for w, o in zip(self.weights, outputs))
-        return TeacherOutput(policy.clamp_min(1e-30).log(), wdl)
+        if all(o.moves_left is not None for o in outputs):
+            mlh = sum(w * o.moves_left.float().reshape(-1) for w, o in zip(self.weights, outputs))
+        return TeacherOutput(policy.clamp_min(1e-30).log(), wdl, mlh)
 
 
 class SnapshotTeacher:

@@ -22,6 +22,7 @@ from lc0distill.match.openings import Opening
 LC0_CP_SCALE = 90.0  # lc0 reports q as centipawns: cp = 90 * tan(1.5637541897 * q)
 LC0_Q_SCALE = 1.5637541897
 MAX_CP = 12800  # a mate, or |q| = 1
+MATE_RANGE = 500  # scores within this of MAX_CP are mates: MAX_CP - moves to mate
 
 
 def cp_from_q(q: float) -> int:
@@ -131,16 +132,22 @@ class GameState:
         return self.outcome(mover)
 
     def outcome(self, mover: chess.Color) -> GameResult | None:
-        ended = self.board.outcome(claim_draw=True)
+        ended = self.board.outcome(claim_draw=False)
         if ended is not None:
             return self.finish(ended.result(), "normal", _RULE_ENDINGS.get(ended.termination, ended.termination.name))
+        # The draws a player may claim, claimed at once, but only once they have happened: python-chess's
+        # claim_draw also counts a repetition or a 100th halfmove the side to move could make next.
+        if self.board.is_repetition(3):
+            return self.finish("1/2-1/2", "normal", "threefold repetition")
+        if self.board.halfmove_clock >= 100:
+            return self.finish("1/2-1/2", "normal", "50-move rule")
         rules = self.adjudication
         own = self.scores[mover][-rules.resign_moves:]
         if len(own) == rules.resign_moves and all(s is not None and s <= -rules.resign_cp for s in own):
             return self.finish("0-1" if mover == chess.WHITE else "1-0", "adjudication", "resign by score")
         if self._draw_by_score():
             return self.finish("1/2-1/2", "adjudication", "draw by score")
-        if len(self.moves) >= rules.max_plies:
+        if len(self.board.move_stack) >= rules.max_plies:  # the opening's plies count: a game is its whole length
             return self.finish("1/2-1/2", "adjudication", "max plies")
         return None
 
@@ -186,8 +193,8 @@ def pgn_game(result: GameResult, names: list[str], headers: dict[str, str]) -> c
 def _move_comment(move: Move) -> str:
     if move.score_cp is None:
         return f"{move.seconds:.3f}s"
-    if abs(move.score_cp) >= MAX_CP:
-        score = "+M1" if move.score_cp > 0 else "-M1"
+    if abs(move.score_cp) >= MAX_CP - MATE_RANGE:  # a mate in n moves is reported as MAX_CP - n
+        score = f"{'+' if move.score_cp > 0 else '-'}M{max(MAX_CP - abs(move.score_cp), 1)}"
     else:
         score = f"{move.score_cp / 100:+.2f}"
     return f"{score}/{move.depth if move.depth is not None else 1} {move.seconds:.3f}s"

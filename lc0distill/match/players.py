@@ -149,7 +149,7 @@ class UciPlayer:
             said = _STDERR.last(self.engine.protocol) if self.engine is not None else ""
             if self.engine is not None:
                 self.engine.close()
-            raise EngineFailure(f"{name}: lc0 does not start with {weights}: {error or type(error).__name__}"
+            raise EngineFailure(f"{name}: lc0 does not start with {weights}: {str(error) or type(error).__name__}"
                                 f"{said}") from None
         self.version = self.engine.id.get("name", "lc0")
         self.failed = False
@@ -163,7 +163,7 @@ class UciPlayer:
             self.failed = True
             what = "stopped answering" if isinstance(error, (asyncio.TimeoutError, TimeoutError)) else "failed"
             raise EngineFailure(f"{self.name}: lc0 {what} in game {state.spec.number} at ply "
-                                f"{len(state.board.move_stack)} ({error or type(error).__name__})"
+                                f"{len(state.board.move_stack)} ({str(error) or type(error).__name__})"
                                 f"{_STDERR.last(self.engine.protocol)}") from None
         seconds = time.perf_counter() - start
         info = result.info

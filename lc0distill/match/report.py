@@ -21,6 +21,8 @@ def pairing_estimate(outcome: MatchOutcome, a: int, b: int):
     if pairing is None:
         return None, None
     counts = pairing.games
+    if not pairing.pair_scores:  # games but no complete pair yet (an early stop): no pentanomial estimate
+        return pairing, None
     return pairing, elo_estimate(Pentanomial.from_counts(pairing.pentanomial),
                                  GameCounts(counts.wins, counts.draws, counts.losses))
 
@@ -37,12 +39,18 @@ def summary(outcome: MatchOutcome, options: MatchOptions) -> dict:
     pairings = []
     for (a, b), pairing in sorted(per_pairing(outcome.results).items()):
         _, estimate = pairing_estimate(outcome, a, b)
-        pairings.append({"first": names[a], "second": names[b], "games": pairing.games.games,
-                         "wins": pairing.games.wins, "draws": pairing.games.draws, "losses": pairing.games.losses,
+        games = pairing.games
+        score = (games.wins + games.draws / 2) / games.games if games.games else None
+        draws = games.draws / games.games if games.games else None
+        pairings.append({"first": names[a], "second": names[b], "games": games.games,
+                         "wins": games.wins, "draws": games.draws, "losses": games.losses,
                          "pairs": len(pairing.pair_scores), "pentanomial": pairing.pentanomial,
-                         "score": _number(estimate.score), "elo": _number(estimate.elo),
-                         "elo_low": _number(estimate.elo_low), "elo_high": _number(estimate.elo_high),
-                         "los": _number(estimate.los), "draw_ratio": _number(estimate.draw_ratio)})
+                         "score": _number(estimate.score if estimate else score),
+                         "elo": _number(estimate.elo) if estimate else None,
+                         "elo_low": _number(estimate.elo_low) if estimate else None,
+                         "elo_high": _number(estimate.elo_high) if estimate else None,
+                         "los": _number(estimate.los) if estimate else None,
+                         "draw_ratio": _number(estimate.draw_ratio if estimate else draws)})
     return {
         "engine": options.engine, "engine_version": outcome.engine_version,
         "limits": "argmax of the raw policy" if options.engine == "policy" else options.limits.describe(),

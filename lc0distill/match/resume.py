@@ -24,6 +24,11 @@ def played_games(pgn: Path, specs: list[GameSpec], names: list[str], headers: di
         text = pgn.read_text(encoding="utf-8", errors="replace")
     except OSError as error:
         raise Lc0DistillError(f"{pgn}: cannot read the match to resume ({error.strerror or error})") from None
+    if text and not text.endswith("\n\n"):  # every game is written ending in a blank line: the tail was cut
+        keep = text.rfind("\n\n")
+        keep = keep + 2 if keep >= 0 else 0
+        _cut_at(pgn, text, keep)
+        text = text[:keep]
     stream = io.StringIO(text)
     number = 0
     while True:
@@ -33,11 +38,12 @@ def played_games(pgn: Path, specs: list[GameSpec], names: list[str], headers: di
             break
         number += 1
         tags = game.headers
-        if tags.get("Event") != "lc0distill match" or tags.get("Result") not in RESULTS:
-            continue
-        if tags.get("PlyCount") != str(sum(1 for _ in game.mainline_moves())):  # cut off while written: a kill
-            if stream.tell() >= len(text):  # the file's last game: removed, to be played again
+        complete = tags.get("Result") in RESULTS and tags.get("PlyCount") == str(sum(1 for _ in game.mainline_moves()))
+        if not complete:  # cut off while written (a kill), or "*"
+            if stream.tell() >= len(text.rstrip()):  # the file's last game: removed, to be played again
                 _cut_at(pgn, text, start)
+            continue
+        if tags.get("Event") != "lc0distill match":
             continue
         for tag, value in headers.items():
             if tags.get(tag) != value:

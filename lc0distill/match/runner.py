@@ -48,6 +48,7 @@ class Stop:
     event: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None
     failure: EngineFailure | None = None
+    crash: BaseException | None = None  # anything else a worker thread raised: re-raised by play_uci
 
     def request(self, reason: str, failure: EngineFailure | None = None) -> None:
         if not self.event.is_set():
@@ -113,6 +114,8 @@ def play_uci(setup: UciSetup, specs: list[GameSpec], adjudication: Adjudication,
         thread.start()
     for thread in threads:
         thread.join()
+    if stop.crash is not None:
+        raise stop.crash
     return players
 
 
@@ -132,6 +135,9 @@ def _uci_worker(worker: int, setup: UciSetup, games: queue.Queue, adjudication: 
             recorder.add(_play_uci_game(spec, engines, setup.limits, adjudication))
     except EngineFailure as failure:
         stop.request(str(failure), failure)
+    except BaseException as error:  # e.g. the PGN's disk is full: stop every worker, re-raised in play_uci
+        stop.crash = stop.crash or error
+        stop.request(f"{type(error).__name__}: {error}")
     finally:
         for engine in engines:
             engine.close()

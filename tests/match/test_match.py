@@ -192,7 +192,7 @@ def test_an_engine_that_crashes_or_hangs_names_the_net_and_the_game(tmp_path, ca
     bad = _net(tmp_path / f"{failure}-after-25.pb.gz", 2)  # fine for its first 25 moves (a few games)
     pgn = tmp_path / "games.pgn"
     code, report, err = _match(capsys, good, bad, "--engine", engine, "--games", 8, "--openings", openings,
-                               "--pgn", pgn, "--move-timeout", 2, "--max-plies", 10)
+                               "--pgn", pgn, "--move-timeout", 2, "--max-plies", 16)
     assert code == 2
     line = [l for l in err.splitlines() if l.startswith("lc0distill: error:")]
     assert len(line) == 1 and f"{failure}-after-25" in line[0] and message in line[0], err
@@ -231,3 +231,59 @@ def test_sprt_stops_as_soon_as_it_accepts(tmp_path, capsys, nets):
     sprt = report["sprt"]
     assert sprt["decision"] == "H1" and sprt["llr"] >= sprt["upper"] and report["stopped"] == "SPRT accepts H1"
     assert report["games"] < 200 and report["pairings"][0]["wins"] > report["pairings"][0]["losses"]
+
+
+def _state(fen: str = chess.STARTING_FEN):
+    from lc0distill.match.game import Adjudication, GameSpec, GameState
+    from lc0distill.match.openings import Opening
+
+    return GameState(GameSpec(1, 0, Opening("o", fen, (), "test"), 0, 1, 1), Adjudication())
+
+
+def test_rule_draws_are_claimed_when_they_happen_not_one_move_early():
+    from lc0distill.match.game import Move
+
+    state = _state()
+    moves = ["g1f3", "g8f6", "f3g1", "f6g8", "g1f3", "g8f6", "f3g1"]  # the start position seen twice so far
+    assert all(state.play(Move(uci, 0, 0.0)) is None for uci in moves)
+    result = state.play(Move("f6g8", 0, 0.0))  # now three times
+    assert result.result == "1/2-1/2" and result.reason == "threefold repetition"
+    state = _state("7k/8/6K1/8/8/8/r7/1Q6 b - - 98 80")
+    assert state.play(Move("a2a3", 0, 0.0)) is None  # 99 halfmoves: White may still mate
+    result = state.play(Move("b1b8", 0, 0.0))
+    assert result.result == "1-0" and result.reason == "checkmate"
+
+
+def test_a_failure_before_any_complete_pair_still_reports(tmp_path, capsys, openings):
+    engine = _fake_engine(tmp_path)
+    good, bad = _net(tmp_path / "steady.pb.gz", 1), _net(tmp_path / "crash-after-5.pb.gz", 2)
+    code, report, err = _match(capsys, good, bad, "--engine", engine, "--games", 4, "--openings", openings,
+                               "--max-plies", 16)
+    assert code == 2 and "Traceback" not in err and "crash-after-5" in err, err
+    pairing = report["pairings"][0]
+    assert report["games"] == pairing["games"] == 1 and pairing["pairs"] == 0
+    assert pairing["elo"] is None and pairing["elo_low"] is None and pairing["score"] in (0.0, 0.5, 1.0)
+
+
+def test_resume_drops_a_game_cut_inside_its_headers(tmp_path, capsys, nets, openings):
+    pgn = tmp_path / "games.pgn"
+    common = ("--engine", "policy", "--openings", openings, "--pgn", pgn)
+    assert _match(capsys, *nets, *common, "--games", 4)[0] == 0
+    text = pgn.read_text()
+    last = text.rindex('[Event "')
+    pgn.write_text(text[: last + 5])  # cut inside the last game's first tag
+    code, report, err = _match(capsys, *nets, *common, "--games", 4, "--resume")
+    assert code == 0, err
+    assert report["resumed"] == 3 and report["games"] == 4
+    games = _games(pgn)
+    assert len(games) == 4 and all(g.headers["Event"] == "lc0distill match" for g in games)
+
+
+def test_adjudication_and_sprt_values_are_checked(capsys, nets):
+    for argv, fragment in (((*nets, "--engine", "policy", "--sprt=-inf,5"), "finite"),
+                           ((*nets, "--engine", "policy", "--resign=-600,4"), "whole numbers"),
+                           ((*nets, "--engine", "policy", "--draw", "10,8.5,40"), "whole numbers"),
+                           ((*nets, "--engine", "policy", "--move-timeout", 0), "--move-timeout"),
+                           ((*nets, "--engine", "policy", "--threads=-1"), "--threads")):
+        code, _, err = _match(capsys, *argv)
+        assert code == 2 and err.count("lc0distill: error:") == 1 and fragment in err, (argv, err)

@@ -1,0 +1,143 @@
+"""`lc0distill data play`: games of a net against itself as lc0 V6 chunks (logic in lc0distill/selfplay/)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lc0distill.chunks.build import records_from_net_game
+from lc0distill.chunks.pgn import next_chunk_index
+from lc0distill.chunks.writer import GameChunkWriter
+from lc0distill.cli.arguments import positive_int
+from lc0distill.errors import Lc0DistillError
+from lc0distill.progress import track
+from lc0distill.selfplay.play import PlaySettings, play_games
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `play` to the `data` group's subparsers."""
+    parser = commands.add_parser(
+        "play", help="games of a net against itself as training chunks (its outputs as targets, or lc0's search)",
+        description="Play NET against itself and write one V6 chunk per game (game_NNNNNN.gz, numbered after "
+                    "those in --out). In-process (default): the moves are sampled from the net's raw policy "
+                    "over the legal moves (p^(1/T); the first --random-plies plies uniformly), batched across "
+                    "games, and every record's targets are the net's own outputs: policy its softmax over the "
+                    "legal moves, orig/root/best/played q and d its raw WDL, z the game's result. With --engine "
+                    "lc0, lc0's own selfplay --training=true plays at --visits per move and writes the chunks, "
+                    "real search policy and q, as lc0 writes them.")
+    parser.add_argument("--net", required=True, help="the net: lc0 .pb.gz, lc0distill .pt/checkpoint or .onnx")
+    parser.add_argument("--games", type=positive_int, required=True, help="how many games")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the chunk folder (added to)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature (default %(default)s; 0: the most probable move)")
+    parser.add_argument("--openings", metavar="FILE", help="PGN or EPD openings, used in turn (default: the "
+                                                           "standard start)")
+    parser.add_argument("--random-plies", type=int, default=0, metavar="K",
+                        help="the first K plies after the opening uniformly at random (default %(default)s)")
+    parser.add_argument("--max-plies", type=positive_int, default=450,
+                        help="a game still going after this many plies is a draw (default %(default)s)")
+    parser.add_argument("--concurrency", type=positive_int, default=64,
+                        help="games in progress at once, one batch per move (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="the games' seed (default %(default)s)")
+    parser.add_argument("--runtime", choices=("onnxruntime", "pytorch"), default="onnxruntime",
+                        help="what runs an lc0 or .pt net in-process (default %(default)s)")
+    parser.add_argument("--engine", choices=("policy", "lc0"), default="policy",
+                        help="policy: in-process (default); lc0: the lc0 engine's selfplay")
+    parser.add_argument("--visits", type=positive_int, default=800, help="--engine lc0: visits per move "
+                                                                          "(default %(default)s)")
+    parser.add_argument("--engine-path", metavar="PATH", help="--engine lc0: the lc0 binary (default: found as "
+                                                              "`lc0distill engine where` finds it)")
+    parser.add_argument("--json", action="store_true", help="print a summary as one JSON object")
+    parser.set_defaults(run=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.temperature < 0 or args.temperature != args.temperature:
+        raise Lc0DistillError(f"--temperature {args.temperature}: 0 or more is needed")
+    if args.random_plies < 0:
+        raise Lc0DistillError(f"--random-plies {args.random_plies}: 0 or more is needed")
+    next_chunk_index(args.out)  # --out must be a folder, or not exist yet
+    if not Path(args.net).exists():
+        raise Lc0DistillError(f"{args.net}: no such net file")
+
+
+def _in_process_net(path: str, runtime: str):
+    from lc0distill.export.onnx_graph import build_onnx
+    from lc0distill.export.runtime import built_onnx_net
+    from lc0distill.models.net import SEResNet
+    from lc0distill.nets import load_inference_net
+
+    net = load_inference_net(path)
+    if runtime == "onnxruntime" and isinstance(net, SEResNet):
+        net = built_onnx_net(build_onnx(net).SerializeToString(), net.config, path)
+    return net
+
+
+def _play_in_process(args: argparse.Namespace) -> dict:
+    from lc0distill.match.openings import read_openings
+
+    openings = [o.board() for o in read_openings(args.openings)] if args.openings else []
+    net = _in_process_net(args.net, args.runtime)
+    settings = PlaySettings(temperature=args.temperature, random_plies=args.random_plies, max_plies=args.max_plies,
+                            concurrency=args.concurrency, seed=args.seed)
+    writer = GameChunkWriter(args.out, first_index=next_chunk_index(args.out))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    results = {"1-0": 0, "0-1": 0, "1/2-1/2": 0}
+    positions = 0
+    with track("data play", total=args.games, unit="games") as bar:
+        for game in play_games(net, args.games, settings, openings,
+                               on_position=lambda n: bar.update(bar.completed, positions=bar.positions + n)):
+            records = records_from_net_game(game.moves, game.result, game.evaluations, net.config.input_format,
+                                            start=game.start)
+            writer.write_game(records)
+            results[game.result] += 1
+            positions += len(records)
+            bar.update(bar.completed + 1)
+    return {"games": args.games, "positions": positions, "results": results}
+
+
+def _play_lc0(args: argparse.Namespace) -> dict:
+    from lc0distill.engine.locate import find_engine
+    from lc0distill.nets import NetFileKind, net_file_kind
+    from lc0distill.selfplay.lc0_selfplay import lc0_selfplay
+
+    binary = find_engine(args.engine_path)
+    with tempfile.TemporaryDirectory(prefix="lc0distill-play-") as folder:
+        weights = Path(args.net)
+        if net_file_kind(weights) == NetFileKind.TORCH:  # lc0 reads .pb.gz: the final net's export
+            from lc0distill.lc0.weights import write_net
+            from lc0distill.models.store import load_model
+
+            weights = Path(folder) / "net.pb.gz"
+            write_net(load_model(args.net), weights)
+        with track("lc0 selfplay", total=None, unit="games"):
+            written = lc0_selfplay(binary, weights.resolve(), args.games, args.visits, Path(args.out),
+                                   temperature=args.temperature,
+                                   openings=Path(args.openings).resolve() if args.openings else None)
+    from lc0distill.chunks.reader import read_chunk
+    from lc0distill.chunks.sources import ChunkSource
+
+    positions = sum(len(read_chunk(ChunkSource(str(p))).records) for p in written)
+    return {"games": len(written), "positions": positions, "results": None}
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    started = time.perf_counter()
+    summary = _play_lc0(args) if args.engine == "lc0" else _play_in_process(args)
+    seconds = time.perf_counter() - started
+    summary = {"out": args.out, "engine": args.engine, **summary, "seconds": round(seconds, 2),
+               "positions_per_second": round(summary["positions"] / max(seconds, 1e-9), 1)}
+    if args.json:
+        json.dump(summary, sys.stdout, indent=1)
+        print()
+    else:
+        results = summary["results"]
+        told = (f" (+{results['1-0']} ={results['1/2-1/2']} -{results['0-1']} for White)" if results else "")
+        print(f"{summary['games']} games, {summary['positions']:,} positions{told} written to {args.out} in "
+              f"{seconds:.1f} s ({summary['positions_per_second']:,.0f} positions/s)")
+    return 0

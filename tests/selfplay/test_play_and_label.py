@@ -1,0 +1,141 @@
+"""`data play` and `data label`: chunks that read back as legal games with the right results, whose targets
+are the net's (or teacher's) own outputs; with lc0, chunks lc0 itself wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lc0distill.chunks.reader import read_chunk
+from lc0distill.cli import main
+from lc0distill.distill.teachers import NetTeacher
+from lc0distill.engine.locate import EngineNotFound, find_engine
+from lc0distill.nets import load_inference_net
+from tests.conftest import LC0_DATA, SHARED
+
+MAIA = SHARED / "nets" / "maia-1900.pb.gz"
+
+
+@pytest.fixture(autouse=True)
+def _nets():
+    if not MAIA.exists():
+        pytest.skip(f"reference net {MAIA} is absent")
+
+
+def _run(capsys, *argv) -> tuple[int, dict | list | None, str]:
+    code = main([*map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip().startswith(("{", "[")) else None), err
+
+
+def _games(capsys, folder) -> list[dict]:
+    code, games, err = _run(capsys, "data", "games", folder, "--json")
+    assert code == 0, err
+    return games
+
+
+def _replay(game: dict):
+    import chess
+
+    board = chess.Board()
+    for uci in game["moves"]:
+        move = chess.Move.from_uci(uci)
+        assert move in board.legal_moves, (game["path"], uci)
+        board.push(move)
+    return board
+
+
+def test_data_play_writes_legal_games_labelled_by_the_net(capsys, tmp_path):
+    out = tmp_path / "played"
+    code, summary, err = _run(capsys, "data", "play", "--net", MAIA, "--games", 6, "--out", out, "--random-plies", 2,
+                              "--concurrency", 4, "--json")
+    assert code == 0, err
+    chunks = sorted(out.glob("game_*.gz"))
+    assert len(chunks) == 6 and summary["games"] == 6
+    games = _games(capsys, out)
+    assert len(games) == 6
+    results = {"1-0": 0, "0-1": 0, "1/2-1/2": 0}
+    for game in games:
+        board = _replay(game)
+        outcome = board.outcome(claim_draw=True)
+        if game["result"] != "1/2-1/2" or outcome is not None:  # a max-plies draw has no outcome
+            assert outcome is not None and outcome.result() == game["result"], game["path"]
+        results[game["result"]] += 1
+    assert results == summary["results"] and sum(len(g["moves"]) for g in games) == summary["positions"]
+    # the targets are the net's own outputs on each record's planes
+    from lc0distill.chunks.batch import make_batch
+    from lc0distill.chunks.packed import pack_records
+
+    records = read_chunk(str(chunks[0])).records
+    batch = make_batch(pack_records(records))
+    teacher = NetTeacher([load_inference_net(MAIA)])(batch.planes)
+    policy = teacher.policy_logits.masked_fill(~batch.legal, float("-inf")).softmax(1)
+    assert (policy - torch.where(batch.legal, batch.policy, 0.0)).abs().max() < 1e-4
+    wdl = teacher.wdl.numpy()
+    assert np.abs(records["orig_q"] - (wdl[:, 0] - wdl[:, 2])).max() < 1e-4
+    assert np.abs(records["best_d"] - wdl[:, 1]).max() < 1e-4
+
+
+def test_data_play_is_reproducible_by_seed_whatever_the_batching(capsys, tmp_path):
+    folders = []
+    for concurrency in (1, 3):
+        folder = tmp_path / f"c{concurrency}"
+        assert _run(capsys, "data", "play", "--net", MAIA, "--games", 3, "--out", folder, "--seed", 7,
+                    "--max-plies", 30, "--concurrency", concurrency, "--runtime", "pytorch")[0] == 0
+        folders.append(folder)
+    moves = [sorted(tuple(g["moves"]) for g in _games(capsys, folder)) for folder in folders]
+    assert moves[0] == moves[1] and len(moves[0]) == 3
+
+
+def test_data_label_keeps_planes_and_z_and_takes_the_teachers_policy(capsys, tmp_path):
+    source = LC0_DATA / "v5-maia1100"
+    if not source.exists():
+        pytest.skip(f"{source} is absent")
+    data = tmp_path / "in"
+    data.mkdir()
+    for path in sorted(source.glob("game_*.gz"))[:3]:
+        shutil.copy(path, data / path.name)
+    out = tmp_path / "labelled"
+    code, summary, err = _run(capsys, "data", "label", data, "--teacher", MAIA, "--out", out, "--json")
+    assert code == 0 and summary["chunks"] == 3, err
+    before = [read_chunk(str(p)).records for p in sorted(data.glob("game_*.gz"))]
+    after = [read_chunk(str(p)).records for p in sorted(out.glob("game_*.gz"))]
+    for old, new in zip(before, after):
+        assert (new["version"] == 6).all() and (new["planes"] == old["planes"]).all()
+        assert (new["result_q"] == old["result_q"]).all() and (new["plies_left"] == old["plies_left"]).all()
+        assert ((new["probabilities"] >= 0) == (old["probabilities"] >= 0)).all()  # the same legal moves
+    # V5 names no played move: the labelled V6 chunks get it from the rebuilt game, the same game
+    assert [g["moves"] for g in _games(capsys, data)] == [g["moves"] for g in _games(capsys, out)]
+
+
+def test_data_label_reads_pgn_games(capsys, tmp_path):
+    pgn = tmp_path / "games.pgn"
+    pgn.write_text('[Event "x"]\n[Result "1-0"]\n\n1. e4 e5 2. Qh5 Nc6 3. Bc4 Nf6 4. Qxf7# 1-0\n\n'
+                   '[Event "y"]\n[Result "*"]\n\n1. d4 *\n')
+    out = tmp_path / "labelled"
+    code, summary, err = _run(capsys, "data", "label", pgn, "--teacher", MAIA, "--out", out, "--json")
+    assert code == 2 and summary["chunks"] == 1 and summary["skipped"] == 1 and "game 2" in err
+    games = _games(capsys, out)
+    assert games[0]["moves"] == ["e2e4", "e7e5", "d1h5", "b8c6", "f1c4", "g8f6", "h5f7"] and games[0]["result"] == "1-0"
+
+
+@pytest.mark.engine
+def test_data_play_with_lc0_writes_lc0s_own_chunks(capsys, tmp_path):
+    try:
+        find_engine()
+    except EngineNotFound as error:
+        pytest.skip(f"the lc0 engine is not installed: {error}")
+    out = tmp_path / "lc0"
+    code, summary, err = _run(capsys, "data", "play", "--net", MAIA, "--games", 2, "--out", out, "--engine", "lc0",
+                              "--visits", 8, "--json")
+    assert code == 0 and summary["games"] == 2, err
+    games = _games(capsys, out)
+    assert len(games) == 2
+    for game in games:
+        _replay(game)
+    records = read_chunk(str(sorted(out.glob("game_*.gz"))[0])).records
+    assert (records["version"] == 6).all() and (records["visits"] > 0).all()  # searched: lc0's own records
