@@ -71,12 +71,14 @@ def net_names(paths: list[str]) -> list[str]:
     """Short names for the PGN and the tables: the file stems, made unique with the parent folder or a number."""
     names = [Path(p).name.removesuffix(".gz").removesuffix(".pb").removesuffix(".pt").removesuffix(".onnx")
              for p in paths]
-    for i, name in enumerate(names):
-        if names.count(name) > 1:
+    repeated = [names.count(name) > 1 for name in names]  # decided first: renaming one changes the counts
+    for i, name in enumerate(list(names)):
+        if repeated[i]:
             parent = Path(paths[i]).parent.name
             names[i] = f"{parent}/{name}" if parent else name
-    for i, name in enumerate(names):
-        if names.count(name) > 1:
+    repeated = [names.count(name) > 1 for name in names]
+    for i, name in enumerate(list(names)):
+        if repeated[i]:
             names[i] = f"{name}#{i + 1}"
     return names
 

@@ -287,3 +287,10 @@ def test_adjudication_and_sprt_values_are_checked(capsys, nets):
                            ((*nets, "--engine", "policy", "--threads=-1"), "--threads")):
         code, _, err = _match(capsys, *argv)
         assert code == 2 and err.count("lc0distill: error:") == 1 and fragment in err, (argv, err)
+
+
+def test_net_names_tell_same_named_files_apart():
+    from lc0distill.match.match import net_names
+
+    assert net_names(["r/distilled/final.pt", "r/alone/final.pt", "x/y.pt"]) == ["distilled/final", "alone/final", "y"]
+    assert net_names(["a/n.pt", "a/n.pb.gz"]) == ["a/n#1", "a/n#2"]
