@@ -94,12 +94,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the distilled student's peak rate (default: --lr)")
     parser.add_argument("--distilled-steps", type=int, default=None,
                         help="the distilled student's steps (default: 2.5 x --steps with played games, else --steps)")
+    parser.add_argument("--match-games", type=int, default=200,
+                        help="games of the distilled student against the student alone in the lc0 engine at "
+                             "--match-nodes, when lc0 is installed (0: no match; default %(default)s)")
+    parser.add_argument("--match-nodes", type=int, default=1, help="lc0 nodes per move in that match (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps, part of the held-out set")
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 60 if args.quick else 1800
     if args.played_games is None:
         args.played_games = 20 if args.quick else 3000
+    if args.quick:
+        args.match_games = min(args.match_games, 20)
     if args.distilled_steps is None:
         args.distilled_steps = args.steps * 5 // 2 if args.played_games else args.steps
     if args.steps < 1 or args.batch_size < 1:
@@ -310,6 +316,38 @@ def print_table(sizes, metrics: dict[str, dict[str, np.ndarray]], seed: int) -> 
         print(note)
 
 
+def engine_match(args, out: Path) -> str | None:
+    """The distilled student against the student alone in lc0 (lc0distill match), or why not."""
+    if not args.match_games:
+        return None
+    from lc0distill.engine.locate import EngineNotFound, find_engine
+    from lc0distill.match.match import MatchOptions, run_match
+    from lc0distill.match.openings import builtin_openings
+    from lc0distill.match.players import UciLimits
+    from lc0distill.match.report import summary
+
+    try:
+        find_engine()
+    except EngineNotFound as error:
+        return f"match in lc0: skipped ({error})"
+    games = args.match_games + args.match_games % 2
+    options = MatchOptions(engine="lc0", limits=UciLimits(nodes=args.match_nodes), games=games,
+                           openings=tuple(builtin_openings()), concurrency=2,
+                           engine_options={"Threads": "1", "ScoreType": "centipawn", "MoveOverheadMs": "20"})
+    outcome = run_match([str(out / "distilled" / "final.pt"), str(out / "alone" / "final.pt")], options,
+                        lambda result, results: None)
+    if outcome.failure is not None:
+        return f"match in lc0: {outcome.failure}"
+    p = summary(outcome, options)["pairings"][0]
+
+    def bound(value):
+        return "inf" if value is None else f"{value:+.0f}"
+
+    return (f"match in lc0 at {args.match_nodes} node(s), distilled vs alone, {p['games']} games on the built-in "
+            f"openings: +{p['wins']} ={p['draws']} -{p['losses']}, Elo {bound(p['elo'])} 95% "
+            f"[{bound(p['elo_low'])}, {bound(p['elo_high'])}]")
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         se = bootstrap_se(sizes, a, b, args.seed)
         print(f"value MSE vs z, student alone: z only {pooled(sizes, a):.4f}, q_ratio {args.q_ratio_row:g} "
               f"{pooled(sizes, b):.4f} (difference {pooled(sizes, b) - pooled(sizes, a):+.4f} +- {2 * se:.4f} 2SE)")
+    match_line = engine_match(args, out)
+    if match_line:
+        print(match_line)
     total = time.perf_counter() - started
     print(f"\ntraining: alone {seconds['alone']:,.0f}s, distilled {seconds['distilled']:,.0f}s; "
           f"total time {total:,.0f}s ({total / 60:.1f} min)")

@@ -171,7 +171,10 @@ class UciPlayer:
             raise EngineFailure(f"{self.name}: lc0 played {result.move} in game {state.spec.number}, not a legal move")
         score = info.get("score")
         cp = score.pov(state.board.turn).score(mate_score=MAX_SCORE) if score is not None else None
-        self.speed.add(info.get("nodes"), seconds, info.get("nps"))
+        nodes = info.get("nodes")
+        if nodes is None and limit.nodes:  # lc0 at a few nodes can answer before any info line (timing)
+            nodes = limit.nodes
+        self.speed.add(nodes, seconds, info.get("nps"))
         return Move(result.move.uci(), None if cp is None else max(-MAX_SCORE, min(MAX_SCORE, cp)), seconds,
                     nodes=info.get("nodes"), depth=info.get("depth"))
 
