@@ -10,7 +10,8 @@ The defaults are the recipe that won in the rows of the issue-13 note (configs/d
 teacher weight 1 at temperature 1, 3,000 games the teacher plays against itself (data play) added to the
 distilled student's training data, the teacher's outputs from a cache made once, 4,500 steps for the
 distilled student (1,800 for the student alone, who overfits its 25k positions long before). Measured from
-scratch on 2 idle cores: 18.8 minutes, 52% of the held-out policy-loss gap closed.
+scratch on 2 idle cores: 18.8 minutes, 52% of the held-out policy-loss gap closed; the lc0 match of the two
+students that follows when lc0 is installed (200 games at 1 node) adds about 40 s.
 
 The chunk files (one game each) are split deterministically into training and held-out games by a hash of
 each file's name (`--test-ratio` of them held out); the two lists are written into the run folder and given
