@@ -16,10 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lc0distill.cli.match_commands import DEFAULT_ENGINE_OPTIONS  # noqa: E402
 from lc0distill.match.match import MatchOptions, run_match  # noqa: E402
 from lc0distill.match.openings import builtin_openings  # noqa: E402
-from lc0distill.match.players import UciLimits  # noqa: E402
+from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "nets"
 

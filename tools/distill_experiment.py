@@ -324,7 +324,7 @@ def engine_match(args, out: Path) -> str | None:
     from lc0distill.engine.locate import EngineNotFound, find_engine
     from lc0distill.match.match import MatchOptions, run_match
     from lc0distill.match.openings import builtin_openings
-    from lc0distill.match.players import UciLimits
+    from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits
     from lc0distill.match.report import summary
 
     try:
@@ -334,7 +334,7 @@ def engine_match(args, out: Path) -> str | None:
     games = args.match_games + args.match_games % 2
     options = MatchOptions(engine="lc0", limits=UciLimits(nodes=args.match_nodes), games=games,
                            openings=tuple(builtin_openings()), concurrency=2,
-                           engine_options={"Threads": "1", "ScoreType": "centipawn", "MoveOverheadMs": "20"})
+                           engine_options=DEFAULT_ENGINE_OPTIONS)
     outcome = run_match([str(out / "distilled" / "final.pt"), str(out / "alone" / "final.pt")], options,
                         lambda result, results: None)
     if outcome.failure is not None:

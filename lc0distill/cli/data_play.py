@@ -14,6 +14,7 @@ from lc0distill.chunks.pgn import next_chunk_index
 from lc0distill.chunks.writer import GameChunkWriter
 from lc0distill.cli.arguments import positive_int
 from lc0distill.errors import Lc0DistillError
+from lc0distill.nets import lc0_weights_file, load_fast_inference_net
 from lc0distill.progress import track
 from lc0distill.selfplay.play import PlaySettings, play_games
 
@@ -65,23 +66,11 @@ def _check(args: argparse.Namespace) -> None:
         raise Lc0DistillError(f"{args.net}: no such net file")
 
 
-def _in_process_net(path: str, runtime: str):
-    from lc0distill.export.onnx_graph import build_onnx
-    from lc0distill.export.runtime import built_onnx_net
-    from lc0distill.models.net import SEResNet
-    from lc0distill.nets import load_inference_net
-
-    net = load_inference_net(path)
-    if runtime == "onnxruntime" and isinstance(net, SEResNet):
-        net = built_onnx_net(build_onnx(net).SerializeToString(), net.config, path)
-    return net
-
-
 def _play_in_process(args: argparse.Namespace) -> dict:
     from lc0distill.match.openings import read_openings
 
     openings = [o.board() for o in read_openings(args.openings)] if args.openings else []
-    net = _in_process_net(args.net, args.runtime)
+    net = load_fast_inference_net(args.net, args.runtime)
     settings = PlaySettings(temperature=args.temperature, random_plies=args.random_plies, max_plies=args.max_plies,
                             concurrency=args.concurrency, seed=args.seed)
     writer = GameChunkWriter(args.out, first_index=next_chunk_index(args.out))
@@ -102,18 +91,11 @@ def _play_in_process(args: argparse.Namespace) -> dict:
 
 def _play_lc0(args: argparse.Namespace) -> dict:
     from lc0distill.engine.locate import find_engine
-    from lc0distill.nets import NetFileKind, net_file_kind
     from lc0distill.selfplay.lc0_selfplay import lc0_selfplay
 
     binary = find_engine(args.engine_path)
     with tempfile.TemporaryDirectory(prefix="lc0distill-play-") as folder:
-        weights = Path(args.net)
-        if net_file_kind(weights) == NetFileKind.TORCH:  # lc0 reads .pb.gz: the final net's export
-            from lc0distill.lc0.weights import write_net
-            from lc0distill.models.store import load_model
-
-            weights = Path(folder) / "net.pb.gz"
-            write_net(load_model(args.net), weights)
+        weights = lc0_weights_file(args.net, Path(folder) / "net.pb.gz")
         with track("lc0 selfplay", total=None, unit="games"):
             written = lc0_selfplay(binary, weights.resolve(), args.games, args.visits, Path(args.out),
                                    temperature=args.temperature,

@@ -15,15 +15,10 @@ from lc0distill.errors import Lc0DistillError
 from lc0distill.match.game import Adjudication
 from lc0distill.match.match import MatchOptions, Sprt, net_names, run_match
 from lc0distill.match.openings import builtin_openings, read_openings
-from lc0distill.match.players import UciLimits
+from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits
 from lc0distill.match.report import live_status, summary, text_report
 from lc0distill.progress import track
 
-# One search thread per lc0 (concurrent games share the cores); scores as 90 tan(1.5637541897 q) centipawns,
-# the scale the raw-policy engine reports and `data from-pgn` reads back (lc0 v0.31's default is WDL_mu);
-# 20 ms of move overhead, not lc0's 200 (meant for a GUI over a network): with 200, --movetime 100 played
-# every move after one node. The match's own clock counts the pipe's real overhead.
-DEFAULT_ENGINE_OPTIONS = {"Threads": "1", "ScoreType": "centipawn", "MoveOverheadMs": "20"}
 _ADJUDICATION = Adjudication()
 POLICY_CONCURRENCY = 16
 

@@ -153,43 +153,23 @@ def _play(paths: list[str], names: list[str], specs, options: MatchOptions, reco
 def _policy_players(paths: list[str], names: list[str], options: MatchOptions) -> list[PolicyPlayer]:
     import torch
 
-    from lc0distill.export.onnx_graph import build_onnx
-    from lc0distill.export.runtime import built_onnx_net
-    from lc0distill.models.net import SEResNet
-    from lc0distill.nets import load_inference_net
+    from lc0distill.nets import load_fast_inference_net
 
     if options.threads:
         torch.set_num_threads(options.threads)
     players = []
     for path, name in zip(paths, names):
-        net = load_inference_net(path, threads=options.threads)
-        if options.runtime == "onnxruntime" and isinstance(net, SEResNet):
-            net = built_onnx_net(build_onnx(net).SerializeToString(), net.config, str(path), options.threads)
-        players.append(PolicyPlayer(net, name))
+        players.append(PolicyPlayer(load_fast_inference_net(path, options.runtime, options.threads), name))
     return players
 
 
 def _uci_setup(paths: list[str], names: list[str], options: MatchOptions, folder: Path) -> UciSetup:
     from lc0distill.engine.locate import find_engine
-    from lc0distill.nets import NetFileKind, net_file_kind
+    from lc0distill.nets import lc0_weights_file
 
     binary = find_engine(options.engine_path)
-    weights = []
-    for i, path in enumerate(paths):
-        kind = net_file_kind(path)
-        if kind == NetFileKind.ONNX:
-            raise Lc0DistillError(f"{path}: an .onnx file: lc0's blas backend reads .pb.gz nets (export it with "
-                                  f"lc0distill export {path} --to lc0-onnx, for an lc0 built with onnx)")
-        weights.append(Path(path) if kind == NetFileKind.LC0 else _exported(path, folder / f"net{i}.pb.gz"))
+    weights = [lc0_weights_file(path, folder / f"net{i}.pb.gz") for i, path in enumerate(paths)]
     return UciSetup(binary=binary, weights=weights, names=names, options=dict(options.engine_options),
                     limits=options.limits, move_timeout=options.move_timeout,
                     optional_options=options.optional_engine_options)
 
-
-def _exported(path: str, out: Path) -> Path:
-    """A .pt net or checkpoint as the lc0 .pb.gz lc0 loads (LINEAR16, as runs write their final net)."""
-    from lc0distill.lc0.weights import write_net
-    from lc0distill.models.store import load_model
-
-    write_net(load_model(path), out)
-    return out

@@ -26,6 +26,13 @@ from lc0distill.match.game import GameState, Move, cp_from_q
 from lc0distill.models.inference import evaluate_histories
 
 
+# One search thread per lc0 (concurrent games share the cores); scores as 90 tan(1.5637541897 q) centipawns,
+# the scale the raw-policy engine reports and `data from-pgn` reads back (lc0 v0.31's default is WDL_mu);
+# 20 ms of move overhead, not lc0's 200 (meant for a GUI over a network): with 200, --movetime 100 played
+# every move after one node. The match's own clock counts the pipe's real overhead.
+DEFAULT_ENGINE_OPTIONS = {"Threads": "1", "ScoreType": "centipawn", "MoveOverheadMs": "20"}
+
+
 class EngineFailure(Lc0DistillError):
     """An engine process crashed, hung or answered nonsense during a game."""
 
