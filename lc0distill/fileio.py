@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -59,3 +60,21 @@ def _remove(temporary: str | None) -> None:
             Path(temporary).unlink(missing_ok=True)
         except OSError:  # the folder itself may be gone or read-only: nothing more to clean
             pass
+
+
+def read_manifest_json(path: Path, *, what: str, max_bytes: int, form: str, version: int, remedy: str) -> dict:
+    """A small JSON file that describes a folder (a shard index, a cache manifest): its size checked before it
+    is read, its `format` and `version` checked after. `what` names it in errors; `remedy` says what to do
+    about a version this lc0distill does not read."""
+    if path.stat().st_size > max_bytes:
+        raise Lc0DistillError(f"{path}: {path.stat().st_size:,} bytes: too large for a {what}")
+    try:
+        document = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Lc0DistillError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != form:
+        raise Lc0DistillError(f"{path}: not a {what}")
+    if document.get("version") != version:
+        raise Lc0DistillError(f"{path}: {what} version {document.get('version')}, this lc0distill reads "
+                              f"{version}: {remedy}")
+    return document

@@ -42,7 +42,8 @@ from lc0distill.checks import (
     check_resumable,
     check_value_target,
 )
-from lc0distill.chunks.config import make_loader, select_sources
+from lc0distill.chunks.config import make_loader
+from lc0distill.shards.select import is_shard_block, select_sources
 from lc0distill.chunks.probe import probe_chunks
 from lc0distill.config import LossConfig, RunConfig, TrainConfig, dump_config
 from lc0distill.distill import losses as L
@@ -226,6 +227,7 @@ class Run:
         self.scaler = torch.amp.GradScaler(enabled=config.train.amp == "fp16" and self.device.type == "cuda")
         selected = select_sources(config.data)
         self.train_sources, self.test_sources = selected.train, selected.test
+        self.origin_name = selected.origin_name  # names the chunks behind shard positions
         for problem in selected.unreadable:
             self.log(f"warning: skipped: {problem}")
         self.unreadable_files = len(selected.unreadable)
@@ -245,6 +247,10 @@ class Run:
         """Teacher outputs read from `teacher.cache` (checked against teacher.nets and the data); the held-out
         data, when the cache lacks it, is judged by the live teacher."""
         config = self.config
+        if any(is_shard_block(s) for s in (*self.train_sources, *self.test_sources)):
+            raise Lc0DistillError("teacher.cache is keyed by chunk and record, and data.paths names a shard folder: "
+                                  "give the teacher cache the chunks the shards were repacked from, or leave "
+                                  "teacher.cache out (the teacher then runs live)")
         opened = open_for_run(config.teacher.cache, config.teacher.nets, config.teacher.weights or None,
                               config.data.sample_rate, config.net.input_format, self.train_sources, self.test_sources)
         self.teacher, self.keep_records = opened.train, opened.keep
@@ -343,7 +349,8 @@ class Run:
             skip = 0
         loader = make_loader(self.config.data, self.train_sources, passes=None, rank=self.rank,
                              world_size=self.world, device=str(self.device), seed_offset=self.stream.seed_offset,
-                             needs_q=self.config.loss.q_ratio > 0, keep=self.keep_records)
+                             needs_q=self.config.loss.q_ratio > 0, keep=self.keep_records,
+                             origin_name=self.origin_name)
         self.train_loader = loader
         net_format = self.config.net.input_format
         for packed in loader.packed_batches():
@@ -364,7 +371,7 @@ class Run:
 
     def test_batches(self):
         loader = make_loader(self.config.data, self.test_sources, passes=1, device=str(self.device), sample_rate=1,
-                             seed_offset=1)
+                             seed_offset=1, origin_name=self.origin_name)
         self.test_loader = loader
         return iter(loader)
 

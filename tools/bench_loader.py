@@ -46,6 +46,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ PROG = "bench_loader"
 ONE_WORKER_AIM = 0.75  # 1-worker model-ready rate / inflate rate
 TWO_WORKER_AIM = 1.7  # 2-worker rate / 1-worker rate
 BUFFERS_PER_RUN = 4  # each loader run streams at least this many shuffle buffers' worth of positions
+SHARD_TENSOR_AIM = 60_000  # positions per CPU-second from shards, expansion left to the GPU
+SHARD_BATCH_AIM = 30_000  # ... with the expansion on the CPU
 
 
 # --- loader runs ---
@@ -151,9 +154,15 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def memory_child(files: list[str], batch_size: int, capacity: int, batches_after_fill: int) -> dict:
-    """Stream with a `capacity` shuffle buffer until it has filled and some batches came out; RSS in KB."""
+def memory_child(files: list[str], batch_size: int, capacity: int, batches_after_fill: int,
+                 shards: str | None = None) -> dict:
+    """Stream with a `capacity` shuffle buffer until it has filled and some batches came out; RSS in KB.
+    `shards`: a shard folder's blocks instead of the chunk files."""
     sources = tuple(ChunkSource(f) for f in files)
+    if shards:
+        from lc0distill.shards.index import folder_blocks, read_index
+
+        sources = tuple(folder_blocks(shards, read_index(shards), "train"))
     spec = StreamSpec(sources, batch_size=batch_size, sample_rate=1, shuffle_buffer=capacity, passes=None)
     gc.collect()
     # ru_maxrss survives exec (a fresh subprocess starts with its parent's peak); VmHWM does not.
@@ -178,9 +187,12 @@ def memory_child(files: list[str], batch_size: int, capacity: int, batches_after
                 positions=positions, pushed=capacity + positions, itemsize=POSITION_DTYPE.itemsize)
 
 
-def measure_memory(files: list[Path], batch_size: int, capacity: int, batches_after_fill: int) -> dict:
+def measure_memory(files: list[Path], batch_size: int, capacity: int, batches_after_fill: int,
+                   shards: Path | None = None) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", "--batch-size", str(batch_size),
                "--memory-buffer", str(capacity), "--memory-batches", str(batches_after_fill), *map(str, files)]
+    if shards is not None:
+        command += ["--shard-dir", str(shards)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench_loader: memory subprocess failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -333,6 +345,132 @@ def profile_stages(sources: tuple[ChunkSource, ...], copies: int, batch_size: in
     print(format_table(rows))
 
 
+# --- positions per CPU-second: shards against gzip chunks ---
+
+@dataclass
+class CpuRun:
+    positions: int
+    wall: float
+    cpu: float  # this process's CPU seconds (all its threads) plus those of the loader workers it waited for
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.positions / self.cpu if self.cpu > 0 else float("nan")
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def cpu_run(spec: StreamSpec, workers: int, expand: bool) -> CpuRun:
+    """Stream `spec` to its end: Batch objects expanded on the CPU (`expand`), or, as a GPU machine would get
+    them before its device expands them, the packed fields as torch tensors (batch._to_tensors)."""
+    from lc0distill.chunks.batch import _to_tensors
+
+    cpu = torch.device("cpu")
+    gc.collect()
+    loader = BatchLoader(spec, workers=workers)
+    start_cpu, start = _cpu_seconds(), time.perf_counter()
+    positions = 0
+    if expand:
+        for batch in loader:
+            positions += len(batch)
+    else:
+        for packed in loader.packed_batches():
+            _to_tensors(packed, cpu)
+            positions += len(packed)
+    # the DataLoader's workers have exited and been waited for once the stream ended: their CPU time is counted
+    return CpuRun(positions, time.perf_counter() - start, _cpu_seconds() - start_cpu)
+
+
+def inflate_cpu_rate(blobs: list, n_records: int, repeat: int) -> tuple[float, str]:
+    """Records per CPU-second of plain inflate, zlib-ng when installed (as the loader uses it), else zlib."""
+    try:
+        from zlib_ng import zlib_ng as module
+        label = "zlib-ng"
+    except ImportError:
+        import zlib as module
+        label = "zlib"
+    best = float("inf")
+    for _ in range(max(3, repeat)):
+        start = time.process_time()
+        for _, data in blobs:
+            inflater = module.decompressobj(wbits=31)
+            inflater.decompress(data)
+            rest = inflater.unused_data
+            while rest[:2] == b"\x1f\x8b":  # further gzip members
+                inflater = module.decompressobj(wbits=31)
+                inflater.decompress(rest)
+                rest = inflater.unused_data
+        best = min(best, time.process_time() - start)
+    return n_records / best, label
+
+
+def repack_for_bench(files: list[Path], out: Path, sample_rate: int) -> tuple[Path, float, dict]:
+    """The bench data repacked (lc0distill data repack, no held-out split), and how long it took."""
+    from lc0distill.shards.repack import RepackSettings, repack
+
+    start = time.perf_counter()
+    result = repack([ChunkSource(str(f)) for f in files], out, RepackSettings(sample_rate=sample_rate, test_ratio=0.0),
+                    jobs=1)
+    return out, time.perf_counter() - start, result.index
+
+
+def cpu_table(folder: Path, repack_seconds: float | None, sources: tuple[ChunkSource, ...], blobs: list,
+              n_records: int, args) -> None:
+    """One table: positions per CPU-second to model-ready batches from shards (`folder`, the same data
+    repacked), from gzip chunks at sampling 1 and 32, and plain inflate; with and without the CPU expansion;
+    and the bytes per position on disk."""
+    from lc0distill.shards.index import folder_blocks, read_index
+
+    inflate_rate, inflate_label = inflate_cpu_rate(blobs, n_records, args.repeat)
+    if True:  # (one block: the table's runs)
+        index = read_index(folder)
+        blocks = tuple(folder_blocks(folder, index, "train"))
+        shard_positions = index["positions"]["train"]
+        shard_bytes = index["bytes"]["train"]
+        paths = [("gzip chunks, sampling 1", sources, 1, n_records),
+                 ("gzip chunks, sampling 32", sources, 32, n_records / 32),
+                 (f"shards (repacked at sampling {index['sampling']['sample_rate']})", blocks, 1, shard_positions)]
+        workers_list = [int(w) for w in args.cpu_workers.split(",") if w.strip()]
+        rows = [("source", "batches", "workers", "k", "buffer", "positions", "wall s", "CPU s", "positions/CPU-s")]
+        rows.append((f"plain {inflate_label} inflate of the chunks (records)", "-", "-", "-", "-", f"{n_records:,}", "-",
+                     f"{n_records / inflate_rate:.3f}", f"{inflate_rate:,.0f}"))
+        results = {}
+        for label, spec_sources, rate, per_pass in paths:
+            for expand in (False, True):
+                for workers in workers_list:
+                    # sampling 1 in 32 gives 1/32 of the positions for the same reading: its runs stream 1/32 of
+                    # the positions through a 1/32 buffer (still filled several times), not 32x the reading
+                    buffer = args.shuffle_buffer // rate
+                    copies = max(1, math.ceil(max(BUFFERS_PER_RUN * buffer, args.cpu_positions / rate)
+                                              / max(per_pass, 1)))
+                    spec = StreamSpec(tuple(spec_sources) * copies, batch_size=args.batch_size, sample_rate=rate,
+                                      shuffle_buffer=buffer, seed=0, passes=1)
+                    run = cpu_run(spec, workers, expand)
+                    results[label, expand, workers] = run
+                    kind = "model-ready Batch (CPU expansion)" if expand else "packed -> tensors (GPU-style)"
+                    rows.append((label, kind, str(workers), str(copies), f"{buffer:,}", f"{run.positions:,}", f"{run.wall:.2f}",
+                                 f"{run.cpu:.2f}", f"{run.per_cpu_second:,.0f}"))
+    print()
+    print(f"--- positions per CPU-second (this process and its loader workers; shuffle buffer {args.shuffle_buffer:,}, "
+          f"batch {args.batch_size}, one pass over the sources repeated k times) ---")
+    print(format_table(rows))
+    gzip_bytes = sum(len(data) for _, data in blobs)
+    print(f"on disk: shards {shard_bytes / max(shard_positions, 1):.1f} bytes per position "
+          f"({shard_bytes / 1e6:.1f} MB for {shard_positions:,}); gzip chunks {gzip_bytes / n_records:.1f} bytes per "
+          f"record ({gzip_bytes / 1e6:.1f} MB for {n_records:,})"
+          + (f"; repacking took {repack_seconds:.1f} s ({n_records / repack_seconds:,.0f} records/s, one job)"
+             if repack_seconds else ""))
+    shard_label = paths[2][0]
+    for expand, aim in ((False, SHARD_TENSOR_AIM), (True, SHARD_BATCH_AIM)):
+        best = max((r.per_cpu_second for (l, e, _), r in results.items() if l == shard_label and e == expand),
+                   default=float("nan"))
+        what = "CPU expansion" if expand else "GPU-style expansion left out"
+        print(f"aim: shards >= {aim:,} positions per CPU-second, {what}: {best:,.0f} -> {VERDICT[best >= aim]}")
+
+
 # --- main ---
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-batches", type=int, default=20, metavar="N",
                         help="batches taken after the big buffer has filled (default 20)")
     parser.add_argument("--profile", action="store_true", help="also print the per-stage breakdown (us/position)")
+    parser.add_argument("--cpu-workers", default="0,2", metavar="LIST",
+                        help="worker counts of the positions-per-CPU-second table (default 0,2; empty: no table)")
+    parser.add_argument("--cpu-positions", type=int, default=200_000, metavar="P",
+                        help="positions each run of that table streams at least (default 200,000)")
+    parser.add_argument("--shard-dir", metavar="DIR",
+                        help="a shard folder (lc0distill data repack) of the same data; default: repack it now")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     check_repeat_and_batch_size(parser, args)
@@ -378,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     files = find_chunk_files(data_paths(args.paths), PROG)
     if args.memory_child:
         print(json.dumps(memory_child([str(f) for f in files], args.batch_size, args.memory_buffer,
-                                      args.memory_batches)))
+                                      args.memory_batches, args.shard_dir)))
         return 0
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
@@ -408,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.copies
         guess = estimate * (1 + workers) * (1 if expand else 2)  # rough: only sets the run length
         by_time = math.ceil(args.min_seconds * guess / n_records)
-        by_buffer = math.ceil(BUFFERS_PER_RUN * args.shuffle_buffer / n_records) if workers else 1
+        # every row, in-process too, streams several buffers' worth: a buffer that never fills would measure
+        # its fill and drain, not the steady state
+        by_buffer = math.ceil(BUFFERS_PER_RUN * args.shuffle_buffer / n_records)
         return max(1, by_time, by_buffer)
 
     # 2. Loader runs.
@@ -419,10 +565,16 @@ def main(argv: list[str] | None = None) -> int:
         spec = make_spec(sources, copies, args.batch_size, args.shuffle_buffer)
         results[workers, expand] = copies, best_loader_run(spec, workers, expand, args.repeat, cap, copies * n_records)
 
-    # 3. Peak memory of a big buffer, in a fresh process.
-    memory = None
+    # 3. The same data repacked into shards (the positions-per-CPU-second table and a memory row read them).
+    scratch = tempfile.TemporaryDirectory(prefix="bench-shards-")
+    shard_folder, repack_seconds = (Path(args.shard_dir), None) if args.shard_dir else \
+        repack_for_bench(files, Path(scratch.name) / "shards", 1)[:2]
+
+    # 4. Peak memory of a big buffer, in a fresh process: chunks, then shards.
+    memory = shard_memory = None
     if args.memory_buffer > 0:
         memory = measure_memory(files, args.batch_size, args.memory_buffer, args.memory_batches)
+        shard_memory = measure_memory(files, args.batch_size, args.memory_buffer, args.memory_batches, shard_folder)
 
     mb = 1e6
     print(describe_files(files, args.paths))
@@ -472,11 +624,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"       note: {os.cpu_count()} CPUs here; with two workers the main process (which expands the "
               "batches) competes with them for the cores")
 
+    for label, memory in (("gzip chunks", memory), ("shards", shard_memory)):
+        if memory:
+            print_memory(label, memory, args)
+
+    if args.cpu_workers.strip():
+        cpu_table(shard_folder, repack_seconds, sources, blobs, n_records, args)
+    scratch.cleanup()
+
+    if args.profile:
+        profile_copies = max(2, math.ceil(3 * args.shuffle_buffer / n_records))
+        profile_stages(sources, profile_copies, args.batch_size, args.shuffle_buffer, 1e6 / rate_inflate)
+    return 0
+
+
+def print_memory(label: str, memory: dict, args) -> None:
+    mb = 1e6
     if memory:
         expected = args.memory_buffer * memory["itemsize"]
         grew = (memory["after_hwm_kb"] - memory["before_now_kb"]) * 1024
         print()
-        print(f"memory (fresh process, workers=0, sample_rate=1, passes=None, shuffle buffer {args.memory_buffer:,}): "
+        print(f"memory, {label} (fresh process, workers=0, sample_rate=1, passes=None, shuffle buffer {args.memory_buffer:,}): "
               f"buffer filled after {memory['fill_seconds']:.1f} s, then {memory['batches']} batches "
               f"({memory['pushed']:,} positions pushed, {memory['seconds']:.1f} s)")
 
@@ -492,11 +660,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peak increase (VmHWM after - VmRSS before): {grew / mb:,.0f} MB;  expected buffer "
               f"{args.memory_buffer:,} x {memory['itemsize']:,} B (POSITION_DTYPE) = {expected / mb:,.0f} MB;  "
               f"ratio {grew / expected:.3f}")
-
-    if args.profile:
-        profile_copies = max(2, math.ceil(3 * args.shuffle_buffer / n_records))
-        profile_stages(sources, profile_copies, args.batch_size, args.shuffle_buffer, 1e6 / rate_inflate)
-    return 0
 
 
 if __name__ == "__main__":

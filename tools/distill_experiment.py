@@ -76,6 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-weight", type=float, default=1.0, help="teacher's share of the targets")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the policy KL")
+    parser.add_argument("--teacher-schedule", choices=["constant", "linear_decay", "switch_off"], default="constant",
+                        help="the teacher weight over the distilled student's steps: kept, decayed linearly to 0 "
+                             "from --teacher-schedule-at to the last step, or switched off at --teacher-schedule-at")
+    parser.add_argument("--teacher-schedule-at", type=float, default=0.5, metavar="FRACTION",
+                        help="share of the distilled steps where the decay starts or the teacher switches off")
     parser.add_argument("--workers", type=int, default=1, help="loader processes for training")
     parser.add_argument("--played-games", type=int, default=None,
                         help="games the teacher plays against itself (lc0distill data play), added to the "
@@ -117,6 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--teacher-weight must be between 0 and 1")
     if args.temperature <= 0:
         parser.error("--temperature must be > 0")
+    if not 0.0 <= args.teacher_schedule_at < 1.0:
+        parser.error("--teacher-schedule-at must be in [0, 1)")
     return args
 
 
@@ -168,10 +175,28 @@ def run_config(args, train_list: str, test_list: str, run_dir: Path, eval_positi
     ]
     if distil:
         overrides += [f"teacher.nets={json.dumps([str(args.teacher)])}", f"loss.teacher_weight.weight={args.teacher_weight}",
-                      f"loss.temperature.start={args.temperature}"]
+                      f"loss.temperature.start={args.temperature}", *teacher_schedule(args, steps)]
         if cache is not None:
             overrides.append(f"teacher.cache={json.dumps(str(cache))}")
     return load_config(None, overrides)
+
+
+def teacher_schedule(args, steps: int) -> list[str]:
+    """Overrides of loss.teacher_weight for --teacher-schedule over a run of STEPS steps."""
+    at = int(steps * args.teacher_schedule_at)
+    if args.teacher_schedule == "linear_decay":
+        return ["loss.teacher_weight.kind=linear_decay", f"loss.teacher_weight.start_step={at}",
+                f"loss.teacher_weight.end_step={steps}"]
+    if args.teacher_schedule == "switch_off":
+        return ["loss.teacher_weight.kind=switch_off", f"loss.teacher_weight.off_step={at}"]
+    return []
+
+
+def schedule_text(args) -> str:
+    if args.teacher_schedule == "constant":
+        return "kept"
+    where = f"{args.teacher_schedule_at:.0%} of the steps"
+    return f"decayed to 0 from {where}" if args.teacher_schedule == "linear_decay" else f"switched off at {where}"
 
 
 def played_games(args, out: Path) -> list[str]:
@@ -401,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         _, metrics[name] = per_game_metrics(net, games, cached)
 
     print(f"\nstudent {args.student} x {args.steps} steps of {args.batch_size} (lr {args.lr}, seed {args.seed}); "
-          f"distilled: teacher weight {args.teacher_weight}, temperature {args.temperature}; "
+          f"distilled: teacher weight {args.teacher_weight} ({schedule_text(args)}), temperature {args.temperature}; "
           f"held out: {int(sizes.sum()):,} positions, {len(sizes)} games")
     print_table(sizes, metrics, args.seed)
     if "alone q+z" in metrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,8 +21,10 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    paths: list[str] = Field(min_length=1, description="chunk files, folders or .tar archives")
-    test_paths: list[str] = Field(default_factory=list, description="held-out data; if empty, split paths")
+    paths: list[str] = Field(min_length=1, description="chunk files, folders or .tar archives, or shard folders "
+                             "(lc0distill data repack: read as they were sampled)")
+    test_paths: list[str] = Field(default_factory=list, description="held-out data; if empty, split paths (a "
+                                  "shard folder gives its held-out shards)")
     test_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="share of chunks held out when splitting")
     num_chunks: int | None = Field(None, gt=0, description="keep only the newest N chunks (lczero's num_chunks)")
     chunk_order: ChunkOrder = ChunkOrder.MTIME
@@ -44,6 +47,7 @@ class SelectedSources:
     train: list[ChunkSource]
     test: list[ChunkSource]
     unreadable: list[str] = field(default_factory=list)
+    origin_name: Callable[[int], str] | None = None  # names the chunks of shard folders (shards/select.py)
 
     def __iter__(self):  # (train, test) = select_sources(config)
         return iter((self.train, self.test))
@@ -72,10 +76,12 @@ def select_sources(config: DataConfig) -> SelectedSources:
 
 def make_loader(config: DataConfig, sources: list[ChunkSource], *, passes: int | None, rank: int = 0,
                 world_size: int = 1, device: str = "cpu", sample_rate: int | None = None,
-                seed_offset: int = 0, needs_q: bool = False, keep: dict | None = None) -> BatchLoader:
+                seed_offset: int = 0, needs_q: bool = False, keep: dict | None = None,
+                origin_name: Callable[[int], str] | None = None) -> BatchLoader:
     """A loader over `sources`; `passes=None` streams forever (training), 1 reads each record once (tests).
     `needs_q`: the value target reads data.q_source, so records without it are bad records. `keep`: per
-    source number, exactly the records to read (a sampled teacher cache's), instead of sampling."""
+    source number, exactly the records to read (a sampled teacher cache's), instead of sampling. `origin_name`:
+    names the chunks of shard folders among `sources` (shards/select.py gives it)."""
     spec = StreamSpec(
         sources=tuple(sources), batch_size=config.batch_size,
         sample_rate=config.sample_rate if sample_rate is None else sample_rate,
@@ -83,4 +89,5 @@ def make_loader(config: DataConfig, sources: list[ChunkSource], *, passes: int |
         rank=rank, world_size=world_size, strict=config.strict, drop_last=False,
         q_source=config.q_source if needs_q else None, max_chunk_records=config.max_chunk_records, keep=keep,
     )
-    return BatchLoader(spec, workers=config.workers, device=device, q_source=config.q_source, rule50=config.rule50)
+    return BatchLoader(spec, workers=config.workers, device=device, q_source=config.q_source, rule50=config.rule50,
+                       origin_name=origin_name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from lc0distill.chunks.packed import POSITION_DTYPE, legal_entries, pack_records
 from lc0distill.chunks.reader import MAX_CHUNK_RECORDS, read_chunk
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.chunks.targets import QSource
-from lc0distill.chunks.validate import BadRecords, find_bad_records
+from lc0distill.chunks.validate import BadRecords, find_bad_records, required_q_version
 from lc0distill.errors import ChunkError, Lc0DistillError
 
 log = logging.getLogger("lc0distill.data")
@@ -203,6 +203,8 @@ def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emit
     """The sampled, valid records of source `index`, packed; None when the chunk cannot be read."""
     source = spec.sources[index]
     emitter.problems.chunks_read += 1
+    if hasattr(source, "read_packed"):
+        return _read_packed_source(index, spec, emitter)
     try:
         records = read_chunk(source, spec.max_chunk_records).records
     except ChunkError as error:
@@ -227,6 +229,38 @@ def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emit
             raise ChunkError(source.name, bad.reasons[0], record=int(numbers[first]), field=bad.fields[0])
         _report_bad_records(source, bad, numbers, emitter.problems)
         packed = np.delete(packed, bad.indices)
+    emitter.problems.readable += 1
+    emitter.problems.positions += len(packed)
+    return packed
+
+
+def _read_packed_source(index: int, spec: StreamSpec, emitter: _Emitter) -> np.ndarray | None:
+    """A source that gives packed positions, sampled and checked when they were written (a shard block,
+    lc0distill/shards): read whole; only the value target's q/d pair is checked here. Its positions' `chunk`
+    numbers count from len(spec.sources) (BatchLoader.source_name names them)."""
+    source = spec.sources[index]
+    try:
+        packed = source.read_packed()
+    except ChunkError as error:
+        if spec.strict:
+            raise
+        log.warning("skipping bad shard block: %s", error)
+        emitter.problems.bad_chunks.append(str(error))
+        return None
+    packed["chunk"] += np.uint32(len(spec.sources))
+    if spec.q_source is not None:
+        pair = QSource(spec.q_source).value
+        bad = np.flatnonzero((packed["version"] < required_q_version(spec.q_source)) | np.isnan(packed[f"{pair}_q"]))
+        if len(bad):
+            reason = f"the value target reads {pair}_q, which this record does not store"
+            if spec.strict:
+                raise ChunkError(source.name, reason, record=int(bad[0]), field=f"{pair}_q")
+            emitter.problems.bad_records += len(bad)
+            room = MAX_EXAMPLES - len(emitter.problems.bad_record_examples)
+            emitter.problems.bad_record_examples += [str(ChunkError(source.name, reason, record=int(i), field=f"{pair}_q"))
+                                                     for i in bad[:max(room, 0)]]
+            log.warning("skipping %d positions of %s without %s_q", len(bad), source.name, pair)
+            packed = np.delete(packed, bad)
     emitter.problems.readable += 1
     emitter.problems.positions += len(packed)
     return packed
@@ -285,8 +319,10 @@ class BatchLoader:
     """
 
     def __init__(self, spec: StreamSpec, workers: int = 2, device: torch.device | str = "cpu",
-                 q_source: QSource = QSource.BEST, rule50: Rule50Scale = Rule50Scale.ENGINE):
+                 q_source: QSource = QSource.BEST, rule50: Rule50Scale = Rule50Scale.ENGINE,
+                 origin_name: Callable[[int], str] | None = None):
         self.spec = spec
+        self.origin_name = origin_name  # names the chunks of shard folders (lc0distill/shards/select.py)
         self.workers = workers
         self.device = torch.device(device)
         self.q_source = q_source
@@ -357,7 +393,12 @@ class BatchLoader:
                               f"{self.bad_records} bad records skipped)")
 
     def source_name(self, index: int) -> str:
-        return self.spec.sources[index].name
+        """The chunk a position's `chunk` number names: one of the sources, or (numbers from len(sources) on)
+        a chunk of a shard folder's table, the record number being the record in that chunk."""
+        if index < len(self.spec.sources):
+            return self.spec.sources[index].name
+        number = index - len(self.spec.sources)
+        return self.origin_name(number) if self.origin_name is not None else f"chunk {number} of a shard folder"
 
     def __iter__(self) -> Iterator[Batch]:
         for packed in self.packed_batches():
@@ -369,7 +410,7 @@ def _worker_error(error: RuntimeError) -> Exception:
     errors (and other lc0distill errors) become one-line errors again; anything else stays a bug report."""
     text = str(error)
     for line in reversed(text.splitlines()):
-        for kind in ("ChunkError: ", "Lc0DistillError: "):
+        for kind in ("ChunkError: ", "ShardFormatError: ", "ShardError: ", "Lc0DistillError: "):
             if kind in line:
                 return Lc0DistillError(line.split(kind, 1)[1].strip())
     return error

@@ -41,6 +41,8 @@ class DataProbe:
 
 def _header(source: ChunkSource) -> tuple[int, int] | None:
     """(version, input format) of a chunk's first record; None when it cannot be read (the loader reports it)."""
+    if hasattr(source, "probe_header"):  # a source of packed positions (a shard block) knows its own
+        return source.probe_header()
     try:
         data = source.read_bytes(max_chunk_bytes())  # a file too large to be a chunk is refused, not read
     except ChunkError:

@@ -20,3 +20,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1 is needed")
     return value
+
+
+def refuse_shard_folders(paths, command: str) -> None:
+    """Commands that read chunks record by record say so when given a shard folder (data repack), instead of
+    finding no chunk in it."""
+    from lc0distill.errors import Lc0DistillError
+    from lc0distill.shards.index import is_shard_folder
+
+    for path in paths:
+        if is_shard_folder(path):
+            raise Lc0DistillError(f"{path}: a shard folder (data repack): {command} reads chunks; give it the chunks "
+                                  "the shards were repacked from (train and evaluate read shard folders)")

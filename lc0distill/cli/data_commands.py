@@ -12,7 +12,8 @@ from lc0distill.chunks.games import Game, reconstruct_games
 from lc0distill.chunks.reader import Chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.chunks.validate import find_bad_records
-from lc0distill.cli import data_from_pgn, data_label, data_play, data_stats
+from lc0distill.cli import data_from_pgn, data_label, data_play, data_repack, data_stats
+from lc0distill.cli.arguments import refuse_shard_folders
 from lc0distill.errors import ChunkError
 
 PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
@@ -36,6 +37,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     data_from_pgn.register(commands)
     data_play.register(commands)
     data_label.register(commands)
+    data_repack.register(commands)
 
     games = commands.add_parser(
         "games", help="rebuild the games stored in chunks",
@@ -125,6 +127,7 @@ def _shown(value: float | None, spec: str) -> str:
 
 def run_inspect(args: argparse.Namespace) -> int:
     errors: list[str] = []
+    refuse_shard_folders(args.paths, "data inspect")
     reports = [inspect_chunk(chunk, args.records) for chunk in _chunks(args.paths, errors)]
     for report in reports:
         errors += [f"{report['path']}: record {bad['record']}: field {bad['field']}: {bad['reason']} (a bad record: "
@@ -149,6 +152,7 @@ def _game_json(chunk: Chunk, game: Game) -> dict:
 def run_games(args: argparse.Namespace) -> int:
     errors: list[str] = []
     entries = []
+    refuse_shard_folders(args.paths, "data games")
     for chunk in _chunks(args.paths, errors):
         for game in reconstruct_games(chunk.records):
             if args.pgn:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.chunks.stats import DatasetStats
+from lc0distill.cli.arguments import refuse_shard_folders
 
 PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
 PROGRESS_MIN_CHUNKS = 50  # fewer chunks take well under a second: no progress bar
@@ -81,6 +82,7 @@ def _print_table(report: dict) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    refuse_shard_folders(args.paths, "data stats")
     stats = _collect(args.paths)
     report = stats.to_dict()
     if args.json:

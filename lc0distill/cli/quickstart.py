@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from lc0distill.chunks.config import make_loader, select_sources
+from lc0distill.chunks.config import make_loader
+from lc0distill.shards.select import select_sources
 from lc0distill.cli import data_from_pgn
 from lc0distill.config import RunConfig, load_config
 from lc0distill.errors import Lc0DistillError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lc0distill.chunks.config import DataConfig, make_loader
 from lc0distill.chunks.sources import find_chunks
-from lc0distill.cli.arguments import positive_int
+from lc0distill.cli.arguments import positive_int, refuse_shard_folders
 from lc0distill.distill.cache import build_cache, teacher_identities
 from lc0distill.distill.teachers import NetTeacher, check_compatible
 from lc0distill.errors import Lc0DistillError
@@ -67,6 +67,7 @@ def open_teacher(paths: list[str], weights: list[float] | None, device: str) -> 
 
 def run_cache(args: argparse.Namespace) -> int:
     teacher, input_format = open_teacher(args.teacher, args.weights, args.device)
+    refuse_shard_folders(args.data, "teacher cache")
     sources = list(find_chunks(args.data))
     if not sources:
         raise Lc0DistillError(f"no chunks found in {' '.join(args.data)}")

@@ -15,11 +15,11 @@ import torch
 from lc0distill.checks import check_batch_formats, check_finite_net, check_input_format
 from lc0distill.chunks.batch import make_batch
 from lc0distill.chunks.config import DataConfig, make_loader
+from lc0distill.shards.select import every_source
 from lc0distill.chunks.probe import probe_chunks
-from lc0distill.chunks.sources import MissingDataError, find_chunks
 from lc0distill.cli.arguments import input_format, positive_int
 from lc0distill.config import load_config
-from lc0distill.errors import ChunkError, Lc0DistillError
+from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import METRICS, evaluate_net
 from lc0distill.nets import load_inference_net
 from lc0distill.progress import track
@@ -45,7 +45,8 @@ def register(groups: argparse._SubParsersAction) -> None:
                                "(ONNX nets run with onnxruntime)")
     evaluate.add_argument("--input-format", type=input_format,
                           help="input format of raw .onnx nets that do not say it (lc0's leela2onnx files)")
-    evaluate.add_argument("--data", nargs="+", required=True, metavar="PATH", help="chunks, folders or .tar files")
+    evaluate.add_argument("--data", nargs="+", required=True, metavar="PATH", help="chunks, folders or .tar files; a shard folder "
+                          "(data repack) gives all its positions")
     evaluate.add_argument("--positions", type=positive_int, default=50000, help="at most this many (default %(default)s)")
     evaluate.add_argument("--sample-rate", type=positive_int, default=1, help="keep 1 record in N (default: all)")
     evaluate.add_argument("--batch-size", type=positive_int, default=512)
@@ -65,14 +66,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    unreadable: list[str] = []
-
-    def skip(error: ChunkError) -> None:
-        if isinstance(error, MissingDataError):
-            raise error
-        unreadable.append(str(error))
-
-    sources = list(find_chunks(args.data, on_error=skip))
+    selected = every_source(list(args.data))
+    sources, unreadable = selected.test, selected.unreadable
     if not sources:
         raise Lc0DistillError(f"no chunks found in {', '.join(args.data)}")
     data = DataConfig(paths=list(args.data), batch_size=args.batch_size, shuffle_buffer=0, workers=0)
@@ -82,7 +77,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     level, data_log.level = data_log.level, logging.ERROR  # said once, below
     try:
         for path in args.nets:
-            loader = make_loader(data, sources, passes=1, sample_rate=args.sample_rate)
+            loader = make_loader(data, sources, passes=1, sample_rate=args.sample_rate,
+                                 origin_name=selected.origin_name)
             results[path] = _evaluate_one(path, args, loader, probe)
             loaders.append(loader)
     finally:

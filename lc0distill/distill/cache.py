@@ -41,7 +41,7 @@ from lc0distill.chunks.batch import Batch
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.distill.teachers import TeacherOutput
 from lc0distill.errors import Lc0DistillError
-from lc0distill.fileio import write_atomic
+from lc0distill.fileio import read_manifest_json, write_atomic
 
 CACHE_FORMAT = "lc0distill-teacher-cache"
 CACHE_VERSION = 1
@@ -215,17 +215,8 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         raise Lc0DistillError(f"{folder}: not a teacher cache (no {MANIFEST}; make one with lc0distill teacher "
                               "cache)")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise Lc0DistillError(f"{path}: {path.stat().st_size:,} bytes: too large for a cache manifest")
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Lc0DistillError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
-        raise Lc0DistillError(f"{path}: not a teacher cache manifest")
-    if manifest.get("version") != CACHE_VERSION:
-        raise Lc0DistillError(f"{path}: cache version {manifest.get('version')}, this lc0distill reads "
-                              f"{CACHE_VERSION}: make the cache again")
+    manifest = read_manifest_json(path, what="teacher cache manifest", max_bytes=MAX_MANIFEST_BYTES,
+                                  form=CACHE_FORMAT, version=CACHE_VERSION, remedy="make the cache again")
     return manifest
 
 
