@@ -1,6 +1,6 @@
 """Print how closely the lc0 engine agrees with lc0distill on every net variant the exporter writes.
 
-    python tools/engine_table.py [--positions 256] [--json FILE]
+    python tools/engine_table.py [--positions 256] [--json FILE] [--only TEXT]
 
 For each variant of tests/engine/netzoo.py (random and briefly trained), the net is written as LINEAR16 (the
 only layer encoding lc0 v0.31 reads; FLOAT16/BFLOAT16/FLOAT32 files are refused, which is checked too) and
@@ -44,6 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--positions", type=int, default=256)
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--only", metavar="TEXT", help="only the variants whose name holds TEXT (e.g. attention)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # lc0 runs on one core too; spare the other for whoever shares the machine
     boards = engine_check_boards(args.positions)
@@ -51,6 +52,8 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, config in VARIANTS.items():
+            if args.only and args.only not in name:
+                continue
             for kind in ("random", "trained"):
                 net = random_net(config) if kind == "random" else trained_net(config, training_for(name))
                 path = Path(folder) / f"{name}-{kind}.pb.gz"

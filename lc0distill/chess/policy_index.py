@@ -165,3 +165,32 @@ CONV_POLICY_MAP: np.ndarray = _conv_policy_map()
 CONV_POLICY_GATHER: np.ndarray = np.empty(POLICY_SIZE, dtype=np.int64)
 CONV_POLICY_GATHER[CONV_POLICY_MAP[CONV_POLICY_MAP >= 0]] = np.flatnonzero(CONV_POLICY_MAP >= 0)
 assert np.array_equal(np.sort(CONV_POLICY_MAP[CONV_POLICY_MAP >= 0]), np.arange(POLICY_SIZE))
+
+
+ATTENTION_POLICY_SIZE = 64 * 64 + 8 * 24  # from x to logits, then 8 from-files x 8 to-files x (q, r, b)
+ATTENTION_PROMOTION_PIECES = "qrb"
+
+
+def _attention_policy_map() -> np.ndarray:
+    """lc0's attention-policy map (FORMATS.md §3.4): entry from*64+to is the move's index (the plain from-to
+    move; a pawn reaching rank 8 that way is the knight promotion), entry 4096 + from_file*24 + to_file*3 +
+    piece the promotion's; -1 where no move is."""
+    table = np.full(ATTENTION_POLICY_SIZE, -1, dtype=np.int64)
+    for src in range(64):
+        for dst in range(64):
+            name = _square_name(src & 7, src >> 3) + _square_name(dst & 7, dst >> 3)
+            table[src * 64 + dst] = MOVE_TO_INDEX.get(name, -1)
+    for from_file in range(8):
+        for to_file in range(8):
+            for piece, symbol in enumerate(ATTENTION_PROMOTION_PIECES):
+                name = _square_name(from_file, 6) + _square_name(to_file, 7) + symbol
+                table[64 * 64 + from_file * 24 + to_file * 3 + piece] = MOVE_TO_INDEX.get(name, -1)
+    return table
+
+
+# ATTENTION_POLICY_MAP[e] = 1858-index or -1 (lc0's kAttnPolicyMap, 4288 entries).
+ATTENTION_POLICY_MAP: np.ndarray = _attention_policy_map()
+# ATTENTION_POLICY_GATHER[i] = the entry of the 4288 attention logits that is index i.
+ATTENTION_POLICY_GATHER: np.ndarray = np.empty(POLICY_SIZE, dtype=np.int64)
+ATTENTION_POLICY_GATHER[ATTENTION_POLICY_MAP[ATTENTION_POLICY_MAP >= 0]] = np.flatnonzero(ATTENTION_POLICY_MAP >= 0)
+assert np.array_equal(np.sort(ATTENTION_POLICY_MAP[ATTENTION_POLICY_MAP >= 0]), np.arange(POLICY_SIZE))

@@ -25,6 +25,7 @@ from lc0distill.engine.positions import DEFAULT_POSITIONS
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.runtime import OnnxNet, model_opset
 from lc0distill.lc0.weights import read_net_info
+from lc0distill.models.config import PolicyHead
 from lc0distill.models.inference import evaluate_boards
 from lc0distill.models.net import count_parameters, flops_per_position
 from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
@@ -95,6 +96,8 @@ def net_summary(path: str, input_format: int | None = None) -> dict:
         "input_format": config.input_format, "parameters": count_parameters(model),
         "flops_per_position": flops_per_position(model),
     }
+    if config.policy == PolicyHead.ATTENTION:
+        summary["policy_embedding"], summary["policy_d_model"] = config.policy_embedding, config.policy_d_model
     if kind == NetFileKind.LC0:
         summary.update(lc0_header(path))
     return summary

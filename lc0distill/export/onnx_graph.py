@@ -18,11 +18,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from lc0distill import __version__
-from lc0distill.chess.policy_index import CONV_POLICY_CHANNELS, CONV_POLICY_GATHER, POLICY_SIZE
+from lc0distill.chess.policy_index import (ATTENTION_POLICY_GATHER, ATTENTION_POLICY_SIZE, CONV_POLICY_CHANNELS,
+                                           CONV_POLICY_GATHER, POLICY_SIZE)
 from lc0distill.errors import Lc0DistillError
 from lc0distill.models.blocks import ConvBN, ResidualBlock, SEUnit
 from lc0distill.models.config import Activation, PolicyHead, ValueHead
-from lc0distill.models.heads import ClassicalPolicy, ConvolutionPolicy, DenseHead
+from lc0distill.models.heads import AttentionPolicy, ClassicalPolicy, ConvolutionPolicy, DenseHead
 from lc0distill.models.net import INPUT_PLANES, SEResNet
 
 INPUT_NAME = "/input/planes"
@@ -106,6 +107,23 @@ class GraphBuilder:
             return self.node("ReduceMean", name, [x, axes_name], keepdims=0)
         return self.node("ReduceMean", name, [x], axes=axes, keepdims=0)
 
+    def slice(self, name: str, x: str, starts: list[int], ends: list[int]) -> str:
+        """x[starts:ends] over the leading axes (an end of INT32_MAX: to the end), as lc0 writes it."""
+        if self.opset < 10:  # starts and ends were attributes
+            return self.node("Slice", name, [x], starts=starts, ends=ends, axes=list(range(len(starts))))
+        inputs = [self.initializer(f"{name}/starts", np.array(starts, dtype=np.int32)),
+                  self.initializer(f"{name}/ends", np.array(ends, dtype=np.int32))]
+        return self.node("Slice", name, [x, *inputs])
+
+    def split(self, name: str, x: str, axis: int, sizes: list[int]) -> list[str]:
+        outputs = [f"{name}/out{i + 1}" for i in range(len(sizes))]
+        if self.opset < 13:  # the sizes were an attribute
+            self.node("Split", name, [x], outputs, axis=axis, split=sizes)
+        else:
+            self.node("Split", name, [x, self.initializer(f"{name}/split", np.array(sizes, dtype=np.int64))],
+                      outputs, axis=axis)
+        return outputs
+
     def split_in_two(self, name: str, x: str, axis: int) -> tuple[str, str]:
         outputs = [f"{name}/out1", f"{name}/out2"]
         extra = {"num_outputs": 2} if self.opset >= 18 else {}
@@ -179,6 +197,41 @@ def _classical_policy(g: GraphBuilder, x: str, head: ClassicalPolicy, kind: Acti
     return g.dense("/policy/dense/matmul", POLICY_NAME, flow, head.fc)
 
 
+def _attention_policy(g: GraphBuilder, x: str, head: AttentionPolicy) -> str:
+    """lc0's attention policy graph (see models/heads.py AttentionPolicy); the Slice names lack the leading
+    slash in lc0's converter too."""
+    channels, d_model = head.embedding.in_features, head.wq.out_features
+    flow = g.node("Transpose", "/policy/dense1/transpose", [x], perm=[0, 2, 3, 1])  # (B, 8, 8, C)
+    flow = g.reshape("/policy/dense1/reshape", flow, "/const/policy_shape", [-1, channels])  # (B*64, C)
+    flow = g.node("Selu", "/policy/dense1/selu",
+                  [g.dense("/policy/dense1/matmul", "/policy/dense1/add", flow, head.embedding)])
+    queries = g.reshape("/policy/Q/reshape", g.dense("/policy/Q/matmul", "/policy/Q/add", flow, head.wq),
+                        "/const/QK_shape", [-1, 64, d_model])
+    keys = g.reshape("/policy/K/reshape", g.dense("/policy/K/matmul", "/policy/K/add", flow, head.wk),
+                     "/const/QK_shape", [-1, 64, d_model])
+    transposed = g.node("Transpose", "/policy/K/transpose", [keys], perm=[0, 2, 1])
+    logits = g.node("Mul", "/policy/scale", [g.node("MatMul", "/policy/matmul", [queries, transposed]),
+                                             g.weight("/policy/scale/w", np.array([head.scale]))])  # (B, 64, 64)
+    int_max = np.iinfo(np.int32).max
+    rank8 = g.slice("policy/promotion/slice", keys, [0, 56, 0], [int_max, 64, d_model])  # (B, 8, d)
+    offsets = g.matmul("/policy/promotion/matmul", rank8, _numpy(head.ppo.weight).T)  # (B, 8, 4)
+    offsets = g.node("Transpose", "/policy/promotion/transpose", [offsets], perm=[0, 2, 1])  # (B, 4, 8)
+    pieces, knight = g.split("/policy/promotion/split", offsets, 1, [3, 1])
+    offsets = g.node("Add", "/policy/promotion/add", [pieces, knight])  # (B, 3, 8)
+    offsets = g.node("Transpose", "/policy/promotion/transpose2", [offsets], perm=[0, 2, 1])  # (B, 8, 3)
+    offsets = g.reshape("/policy/promotion/reshape", offsets, "/const/policy_promotion_shape", [-1, 1, 24])
+    plain = g.slice("policy/promotion/slice2", logits, [0, 48, 56], [int_max, 56, 64])  # (B, 8, 8) rank 7 -> 8
+    plain = g.reshape("/policy/promotion/reshape2", plain, "/const/policy_promotion_shape2", [-1, 64, 1])
+    plain = g.node("Concat", "/policy/promotion/concat", [plain] * 3, axis=2)  # (B, 64, 3)
+    plain = g.reshape("/policy/promotion/reshape3", plain, "/const/policy_promotion_shape3", [-1, 8, 24])
+    promotions = g.node("Add", "/policy/promotion/add2", [plain, offsets])  # (B, 8 from, 8 to x 3)
+    promotions = g.reshape("/policy/promotion/reshape4", promotions, "/const/policy_promotion_shape4", [-1, 3, 64])
+    flow = g.node("Concat", "/policy/concat", [logits, promotions], axis=1)  # (B, 67, 64)
+    flow = g.reshape("/policy/reshape", flow, "/const/policy_out_shape", [-1, ATTENTION_POLICY_SIZE])
+    mapping = g.initializer("/const/mapping_table", ATTENTION_POLICY_GATHER.astype(np.int32))
+    return g.node("Gather", POLICY_NAME, [flow, mapping], axis=1)
+
+
 def _dense_head(g: GraphBuilder, prefix: str, shape_name: str, x: str, head: DenseHead, kind: Activation) -> str:
     """conv, reshape, dense1 + act, dense2 (before the head's output op)."""
     flow = _conv_block(g, f"{prefix}/conv", x, head.conv, kind)
@@ -197,6 +250,8 @@ def _graph_nodes(g: GraphBuilder, net: SEResNet) -> list[tuple[str, int]]:
         flow = _residual_block(g, f"/block{i}", flow, block, kind)
     if net.config.policy == PolicyHead.CONVOLUTION:
         outputs = [(_convolution_policy(g, flow, net.policy, kind), POLICY_SIZE)]
+    elif net.config.policy == PolicyHead.ATTENTION:
+        outputs = [(_attention_policy(g, flow, net.policy), POLICY_SIZE)]
     else:
         outputs = [(_classical_policy(g, flow, net.policy, kind), POLICY_SIZE)]
     value = _dense_head(g, "/value", "/const/value_shape", flow, net.value, kind)

@@ -249,8 +249,10 @@ def _network_format(net, path: str):
     if fmt.network in _UNSUPPORTED_BODIES:
         raise WeightsError(path, f"unsupported network format {_enum_name(NF.NetworkStructure, fmt.network)}: "
                                  f"{_UNSUPPORTED_BODIES[fmt.network]} are not SE-ResNets")
-    if fmt.policy == NF.POLICY_ATTENTION:
-        raise WeightsError(path, "unsupported policy format POLICY_ATTENTION (attention policy heads)")
+    if fmt.policy == NF.POLICY_ATTENTION and len(net.weights.pol_encoder):
+        raise WeightsError(path, f"an attention policy head with {len(net.weights.pol_encoder)} encoder layers "
+                                 "(weights.pol_encoder): lc0distill reads attention policy heads without them; "
+                                 "convert the net to ONNX (lc0 leela2onnx) to use it as a teacher")
     if fmt.value == NF.VALUE_PARAM:
         raise WeightsError(path, "unsupported value format VALUE_PARAM")
     if not net.HasField("weights"):
@@ -271,6 +273,13 @@ def _channels(block, filters: int) -> int:
     return 1
 
 
+_POLICY_HEADS = {NF.POLICY_UNKNOWN: PolicyHead.CLASSICAL,  # lc0: files from before the policy format was written
+                 NF.POLICY_CLASSICAL: PolicyHead.CLASSICAL, NF.POLICY_CONVOLUTION: PolicyHead.CONVOLUTION,
+                 NF.POLICY_ATTENTION: PolicyHead.ATTENTION}
+_POLICY_FORMATS = {PolicyHead.CLASSICAL: NF.POLICY_CLASSICAL, PolicyHead.CONVOLUTION: NF.POLICY_CONVOLUTION,
+                   PolicyHead.ATTENTION: NF.POLICY_ATTENTION}
+
+
 def config_from_net(net, path: str) -> NetConfig:
     """The NetConfig of an lc0 SE-ResNet file (sizes read from the tensors, heads from the format)."""
     fmt = _network_format(net, path)
@@ -279,12 +288,14 @@ def config_from_net(net, path: str) -> NetConfig:
     if rest or not filters:
         raise WeightsError(path, f"weights.input.weights: {_size(w.input.weights)} values is not 112 x 9 x filters")
     squeeze = _size(w.residual[0].se.b1) if len(w.residual) and w.residual[0].HasField("se") else 0
-    policy = PolicyHead.CONVOLUTION if fmt.policy == NF.POLICY_CONVOLUTION else PolicyHead.CLASSICAL
+    policy = _POLICY_HEADS[fmt.policy]
     moves_left = fmt.moves_left == NF.MOVES_LEFT_V1 and w.HasField("moves_left")
     sizes = dict(
         filters=filters, blocks=len(w.residual), se_channels=squeeze,
         policy=policy,
         policy_channels=max(1, _size(w.policy.weights) // filters) if policy == PolicyHead.CLASSICAL else 32,
+        policy_embedding=max(1, _size(w.ip_pol_b)) if policy == PolicyHead.ATTENTION else 64,
+        policy_d_model=max(1, _size(w.ip2_pol_b)) if policy == PolicyHead.ATTENTION else 64,
         value=ValueHead.WDL if fmt.value == NF.VALUE_WDL else ValueHead.SCALAR,
         value_channels=_channels(w.value, filters), value_hidden=max(1, _size(w.ip1_val_b)),
         moves_left=moves_left,
@@ -377,6 +388,11 @@ def _load_weights(model: SEResNet, w, path: str, sizes_only: bool = False) -> No
         load.conv_block(w.policy1, "weights.policy1", model.policy.policy1)
         load.tensor(w.policy.weights, "weights.policy.weights", model.policy.policy.weight)
         load.tensor(w.policy.biases, "weights.policy.biases", model.policy.policy.bias)
+    elif model.config.policy == PolicyHead.ATTENTION:
+        load.linear(w.ip_pol_w, w.ip_pol_b, "weights.ip_pol", model.policy.embedding)
+        load.linear(w.ip2_pol_w, w.ip2_pol_b, "weights.ip2_pol", model.policy.wq)
+        load.linear(w.ip3_pol_w, w.ip3_pol_b, "weights.ip3_pol", model.policy.wk)
+        load.tensor(w.ip4_pol_w, "weights.ip4_pol_w", model.policy.ppo.weight)
     else:
         load.conv_block(w.policy, "weights.policy", model.policy.conv)
         load.linear(w.ip_pol_w, w.ip_pol_b, "weights.ip_pol", model.policy.fc)
@@ -454,6 +470,8 @@ def min_version_for(config: NetConfig, encoding: Encoding) -> tuple[int, int, in
         version = (0, 26, 0)
     elif config.input_format in (5, 133):
         version = (0, 27, 0)
+    if config.policy == PolicyHead.ATTENTION:  # lc0 reads attention policy heads since 0.28
+        version = max(version, (0, 28, 0))
     if config.activation == Activation.MISH:
         version = max(version, (0, 29, 0))
     if encoding != Encoding.LINEAR16:
@@ -498,6 +516,11 @@ def _fill_weights(model: SEResNet, w, encoding: Encoding) -> None:
         write.conv_block(w.policy1, model.policy.policy1)
         write.layer(w.policy.weights, model.policy.policy.weight)
         write.layer(w.policy.biases, model.policy.policy.bias)
+    elif model.config.policy == PolicyHead.ATTENTION:
+        write.linear(w.ip_pol_w, w.ip_pol_b, model.policy.embedding)
+        write.linear(w.ip2_pol_w, w.ip2_pol_b, model.policy.wq)
+        write.linear(w.ip3_pol_w, w.ip3_pol_b, model.policy.wk)
+        write.layer(w.ip4_pol_w, model.policy.ppo.weight)
     else:
         write.conv_block(w.policy, model.policy.conv)
         write.linear(w.ip_pol_w, w.ip_pol_b, model.policy.fc)
@@ -516,7 +539,7 @@ def network_format(config: NetConfig):
         input=config.input_format,
         output=NF.OUTPUT_WDL if wdl else NF.OUTPUT_CLASSICAL,
         network=NF.NETWORK_SE_WITH_HEADFORMAT if config.squeeze else NF.NETWORK_CLASSICAL_WITH_HEADFORMAT,
-        policy=NF.POLICY_CONVOLUTION if config.policy == PolicyHead.CONVOLUTION else NF.POLICY_CLASSICAL,
+        policy=_POLICY_FORMATS[config.policy],
         value=NF.VALUE_WDL if wdl else NF.VALUE_CLASSICAL,
         moves_left=NF.MOVES_LEFT_V1 if config.moves_left else NF.MOVES_LEFT_NONE,
         default_activation=(NF.DEFAULT_ACTIVATION_MISH if config.activation == Activation.MISH

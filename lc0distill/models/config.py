@@ -14,6 +14,7 @@ from lc0distill.errors import Lc0DistillError
 class PolicyHead(str, Enum):
     CONVOLUTION = "convolution"  # 3x3 conv, then 3x3 conv to 80 planes gathered to 1858 (lc0 POLICY_CONVOLUTION)
     CLASSICAL = "classical"  # 1x1 conv to a few planes, then a dense layer to 1858 (POLICY_CLASSICAL)
+    ATTENTION = "attention"  # squares as tokens, from-to logits Q.K^T plus promotion offsets (POLICY_ATTENTION)
 
 
 class ValueHead(str, Enum):
@@ -46,6 +47,10 @@ class NetConfig(BaseModel):
                                                   "`se_ratio: R` may be given instead (se_channels = filters / R)")
     policy: PolicyHead = PolicyHead.CONVOLUTION
     policy_channels: int = Field(32, gt=0, le=MAX_HEAD_WIDTH, description="classical policy head only")
+    policy_embedding: int = Field(64, gt=0, le=MAX_HEAD_WIDTH,
+                                  description="attention policy head only: width of each square's embedding")
+    policy_d_model: int = Field(64, gt=0, le=MAX_HEAD_WIDTH,
+                                description="attention policy head only: width of the queries and keys")
     value: ValueHead = ValueHead.WDL
     value_channels: int = Field(32, gt=0, le=MAX_HEAD_WIDTH)
     value_hidden: int = Field(128, gt=0, le=MAX_HEAD_WIDTH)
@@ -108,8 +113,12 @@ def estimated_parameters(config: NetConfig) -> int:
     """About how many parameters the net has (within a few percent: body and head weights, not BN)."""
     f = config.filters
     body = 112 * 9 * f + config.blocks * (2 * 9 * f * f + 2 * f * config.se_channels)
-    policy = (2 * 9 * f * f if config.policy == PolicyHead.CONVOLUTION
-              else f * config.policy_channels + config.policy_channels * 64 * 1858)
+    if config.policy == PolicyHead.CONVOLUTION:
+        policy = 2 * 9 * f * f
+    elif config.policy == PolicyHead.ATTENTION:
+        policy = f * config.policy_embedding + 2 * config.policy_embedding * config.policy_d_model
+    else:
+        policy = f * config.policy_channels + config.policy_channels * 64 * 1858
     value = f * config.value_channels + config.value_channels * 64 * config.value_hidden + config.value_hidden * 3
     moves_left = (f * config.moves_left_channels + config.moves_left_channels * 64 * config.moves_left_hidden
                   if config.moves_left else 0)

@@ -1,11 +1,14 @@
-"""Output heads in lc0's layout: convolution or classical policy, WDL or scalar value, moves-left."""
+"""Output heads in lc0's layout: convolution, classical or attention policy, WDL or scalar value, moves-left."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
-from lc0distill.chess.policy_index import CONV_POLICY_CHANNELS, CONV_POLICY_GATHER, POLICY_SIZE
+from lc0distill.chess.policy_index import (ATTENTION_POLICY_GATHER, CONV_POLICY_CHANNELS, CONV_POLICY_GATHER,
+                                           POLICY_SIZE)
 from lc0distill.models.blocks import ConvBN, activation
 from lc0distill.models.config import Activation
 
@@ -36,6 +39,33 @@ class ClassicalPolicy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, 8, 8) -> (B, 1858)
         return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+class AttentionPolicy(nn.Module):
+    """lc0's attention policy on an SE body (FORMATS.md §3.4): each square's C features are a token; a dense
+    embedding (SELU, as lc0 has it for SE bodies), queries and keys; the from->to logit is q.k / sqrt(d); a
+    promotion adds an offset per to-file and piece (from the rank-8 keys, unscaled, as the lc0 engine computes
+    it; the knight's offset is added to the other three) to the rank-7 -> rank-8 logit. 64*64 + 8*24 logits gathered to the 1858 moves."""
+
+    def __init__(self, channels: int, embedding: int, d_model: int):
+        super().__init__()
+        self.embedding = nn.Linear(channels, embedding)  # ip_pol
+        self.wq = nn.Linear(embedding, d_model)  # ip2_pol
+        self.wk = nn.Linear(embedding, d_model)  # ip3_pol
+        self.ppo = nn.Linear(d_model, 4, bias=False)  # ip4_pol: offsets q, r, b, n
+        self.scale = 1.0 / math.sqrt(d_model)
+        self.register_buffer("gather", torch.from_numpy(ATTENTION_POLICY_GATHER), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, 8, 8) -> (B, 1858)
+        tokens = x.flatten(2).transpose(1, 2)  # (B, 64, C), square = 8 * rank + file
+        embedded = torch.selu(self.embedding(tokens))
+        queries, keys = self.wq(embedded), self.wk(embedded)  # (B, 64, d)
+        logits = torch.matmul(queries, keys.transpose(1, 2)) * self.scale  # (B, 64 from, 64 to)
+        offsets = self.ppo(keys[:, 56:64])  # (B, 8 to-files, 4); lc0 does not scale these by 1 / sqrt(d)
+        offsets = offsets[..., :3] + offsets[..., 3:]  # (B, 8, 3): q, r, b
+        promotions = logits[:, 48:56, 56:64].unsqueeze(-1) + offsets.unsqueeze(1)  # (B, 8 from, 8 to, 3)
+        flat = torch.cat([logits.flatten(1), promotions.flatten(1)], dim=1)  # (B, 4288)
+        return flat.index_select(1, self.gather)
 
 
 class DenseHead(nn.Module):

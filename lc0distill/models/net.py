@@ -17,7 +17,7 @@ from torch import nn
 from lc0distill.chess.input_formats import is_hectoplies
 from lc0distill.models.blocks import ConvBN, ResidualBlock, activation
 from lc0distill.models.config import NetConfig, PolicyHead, ValueHead
-from lc0distill.models.heads import ClassicalPolicy, ConvolutionPolicy, DenseHead
+from lc0distill.models.heads import AttentionPolicy, ClassicalPolicy, ConvolutionPolicy, DenseHead
 
 INPUT_PLANES = 112
 RULE50_PLANE = 109
@@ -57,6 +57,8 @@ class SEResNet(nn.Module):
         self.residual = nn.ModuleList(ResidualBlock(c, config.squeeze, config.activation) for _ in range(config.blocks))
         if config.policy == PolicyHead.CONVOLUTION:
             self.policy = ConvolutionPolicy(c, config.activation)
+        elif config.policy == PolicyHead.ATTENTION:
+            self.policy = AttentionPolicy(c, config.policy_embedding, config.policy_d_model)
         else:
             self.policy = ClassicalPolicy(c, config.policy_channels, config.activation)
         outputs = 3 if config.value == ValueHead.WDL else 1
@@ -86,8 +88,13 @@ def count_parameters(net: nn.Module) -> int:
 def flops_per_position(net: nn.Module) -> int:
     """Multiply-adds x 2 of the convolutions and dense layers for one position (8x8 board)."""
     total = 0
+    per_square = {id(m) for head in net.modules() if isinstance(head, AttentionPolicy) for m in head.modules()}
     for module in net.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, AttentionPolicy):  # its dense layers run once per square, then Q.K^T
+            total += 2 * 64 * 64 * module.wq.out_features
+        if id(module) in per_square and isinstance(module, nn.Linear):
+            total += 64 * 2 * module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
             total += 2 * module.in_channels * module.out_channels * kh * kw * 64 // module.groups
         elif isinstance(module, nn.Linear):

@@ -1,7 +1,7 @@
 """The nets the engine tests give lc0: every variant the exporter writes, random and briefly trained.
 
-Variants cover every pair of levels of the six NetConfig choices (policy head, value head, moves-left,
-activation, SE, input format 1/3/5) in ten small nets, plus a 128x10 with classical policy, moves-left and
+Variants cover every pair of levels of the six NetConfig choices (policy head convolution, classical or attention,
+value head, moves-left, activation, SE, input format 1/3/5) in thirteen small nets, plus a 128x10 with classical policy, moves-left and
 Mish. Random nets get non-trivial batch-norm statistics (folding matters); trained nets take a few SGD steps
 on real lc0 chunks of their own input format from ../shared, in train mode, so that weights and the running
 batch-norm statistics come from data.
@@ -24,9 +24,10 @@ from tests.nets import randomize_batch_norm
 
 # The value head keeps lc0's trainer widths (32 channels, 128 hidden): lc0's leela2onnx hard-codes them (it
 # crashes on others) though the engine's backends read any; NARROW has other widths for the engine tests.
-SMALL = dict(filters=16, blocks=2, policy_channels=8, moves_left_channels=4, moves_left_hidden=32)
+SMALL = dict(filters=16, blocks=2, policy_channels=8, policy_embedding=24, policy_d_model=12, moves_left_channels=4,
+             moves_left_hidden=32)
 FACTORS = {  # NetConfig field -> levels
-    "policy": (PolicyHead.CONVOLUTION, PolicyHead.CLASSICAL),
+    "policy": (PolicyHead.CONVOLUTION, PolicyHead.CLASSICAL, PolicyHead.ATTENTION),
     "value": (ValueHead.WDL, ValueHead.SCALAR),
     "moves_left": (True, False),
     "activation": (Activation.RELU, Activation.MISH),
@@ -44,12 +45,15 @@ _ROWS = [  # a covering array: every pair of levels of any two factors appears i
     ("classical", "scalar", True, "mish", 0, 5),
     ("convolution", "wdl", True, "mish", 4, 5),
     ("classical", "wdl", True, "relu", 0, 1),
+    ("attention", "wdl", True, "mish", 4, 1),  # with the pairs above, three rows cover every pair of attention's
+    ("attention", "scalar", False, "relu", 0, 3),
+    ("attention", "wdl", False, "mish", 0, 5),
 ]
 
 
 def _name(config: dict) -> str:
     return "-".join([
-        "conv" if config["policy"] == "convolution" else "classical", config["value"],
+        {"convolution": "conv", "classical": "classical", "attention": "attention"}[config["policy"]], config["value"],
         "mlh" if config["moves_left"] else "nomlh", config["activation"], "se" if config["se_channels"] else "nose",
         f"fmt{config['input_format']}"])
 

@@ -38,6 +38,8 @@ VARIANTS = {
                                                "moves_left": False},
     "mish, no SE, format 3": {"activation": Activation.MISH, "se_channels": 0, "input_format": 3},
     "format 5 (hectoplies)": {"input_format": 5},
+    "attention policy, mish": {"policy": PolicyHead.ATTENTION, "policy_embedding": 20, "policy_d_model": 12,
+                               "activation": Activation.MISH},
 }
 
 

@@ -80,8 +80,17 @@ def onnx(tmp_path):
     return _with_format(tmp_path, "onnx", network=NF.NETWORK_ONNX), ["NETWORK_ONNX", "ONNX"]
 
 
-def attention_policy(tmp_path):
-    return _with_format(tmp_path, "attention-policy", policy=NF.POLICY_ATTENTION), ["POLICY_ATTENTION"]
+def attention_policy_without_its_tensors(tmp_path):  # maia's file saying its policy head is an attention one
+    path = _with_format(tmp_path, "attention-policy", policy=NF.POLICY_ATTENTION)
+    return path, ["weights.ip_pol_w", "missing"]
+
+
+def attention_policy_with_encoder_layers(tmp_path):
+    net = maia()
+    net.format.network_format.policy = NF.POLICY_ATTENTION
+    net.weights.pol_encoder.add().ln1_gammas.params = b"\0\0"
+    return write_message(net, tmp_path / "policy-encoder.pb.gz"), ["weights.pol_encoder", "1 encoder layers",
+                                                                     "leela2onnx"]
 
 
 def value_param(tmp_path):
@@ -117,8 +126,9 @@ def text_format(tmp_path):
     return path, ["text format"]
 
 
-BAD_FILES = [truncated, random_garbage, gzipped_garbage, wrong_magic, attention_body, onnx, attention_policy,
-             value_param, short_tensor, missing_tensor, missing_input_tensor, text_format]
+BAD_FILES = [truncated, random_garbage, gzipped_garbage, wrong_magic, attention_body, onnx,
+             attention_policy_without_its_tensors, attention_policy_with_encoder_layers, value_param, short_tensor,
+             missing_tensor, missing_input_tensor, text_format]
 
 def _cli_cases():
     return BAD_FILES

@@ -139,7 +139,8 @@ def _planes(count: int = 8) -> torch.Tensor:
     preset("128x10"),
     NetConfig(filters=32, blocks=2, policy="classical", value="scalar", moves_left=True, activation="mish"),
     NetConfig(filters=24, blocks=1, se_ratio=0, input_format=4, moves_left=False),
-], ids=["128x10", "classical-scalar-mlh-mish", "no-se-format4"])
+    NetConfig(filters=16, blocks=1, policy="attention", policy_embedding=20, policy_d_model=12),
+], ids=["128x10", "classical-scalar-mlh-mish", "no-se-format4", "attention-policy"])
 def test_float32_round_trip_is_exact(tmp_path, config):
     model = _randomised(config)
     write_net(model, tmp_path / "net.pb.gz", Encoding.FLOAT32)

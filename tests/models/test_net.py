@@ -24,7 +24,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
 
 
 @pytest.mark.parametrize("config", [preset("64x6"), NetConfig(filters=16, blocks=2, policy="classical",
-                                                              value="scalar", activation="mish")])
+                                                              value="scalar", activation="mish"),
+                                    preset("64x6", policy="attention")])
 def test_output_shapes(config):
     out = SEResNet(config)(torch.zeros(3, 112, 8, 8))
     assert out.policy_logits.shape == (3, 1858)
