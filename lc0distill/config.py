@@ -75,6 +75,9 @@ class LossConfig(_Section):
 
 class TrainConfig(_Section):
     steps: int = Field(1000, gt=0, description="optimizer steps")
+    batch_norm_momentum: float = Field(0.1, ge=0.0, le=1.0, description="weight of each batch in the running "
+                                       "batch-norm statistics (PyTorch's 0.1); 0 freezes them, so a net fine-tuned "
+                                       "at lr 0 stays exactly the net it started from")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: Nesterov momentum, lc0's default")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
@@ -117,9 +120,24 @@ class ExportConfig(_Section):
     encoding: Encoding = Encoding.LINEAR16
 
 
+class NetInitConfig(_Section):
+    """Where the student's weights come from. Written in recipes inside `net:` (net.init_from,
+    net.init_from_partial), kept apart here so that `net` stays the description of the net itself."""
+
+    init_from: str | None = Field(None, description="an lc0 .pb.gz, an lc0distill .pt or checkpoint: start from its "
+                                                    "weights (optimizer and schedules fresh)")
+    init_from_partial: bool = Field(False, description="copy the layers whose shapes match and initialise the "
+                                                       "others fresh, instead of refusing another architecture")
+
+
+NET_INIT_KEYS = tuple(NetInitConfig.model_fields)
+
+
 class RunConfig(_Section):
     data: DataConfig
     net: NetConfig = Field(default_factory=NetConfig)
+    net_init: NetInitConfig = Field(default_factory=NetInitConfig, description="net.init_from and "
+                                    "net.init_from_partial, as recipes write them")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -128,7 +146,17 @@ class RunConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _net_preset(cls, data: Any) -> Any:
-        """`net: {size: 128x10, ...}` is the preset plus the other keys given (validated with the net)."""
+        """`net: {size: 128x10, ...}` is the preset plus the other keys given (validated with the net);
+        net.init_from and net.init_from_partial move to net_init."""
+        if isinstance(data, dict) and isinstance(data.get("net"), dict) and set(NET_INIT_KEYS) & set(data["net"]):
+            net = dict(data["net"])
+            init = {key: net.pop(key) for key in NET_INIT_KEYS if key in net}
+            given = data.get("net_init") or {}
+            if not isinstance(given, dict):
+                raise ValueError("net_init must be a section")
+            data = {**data, "net": net, "net_init": {**given, **init}}
+            if not net:  # only init_from given: the net is init_from's own (train.py reads it from the file)
+                data.pop("net")
         if isinstance(data, dict) and isinstance(data.get("net"), dict) and "size" in data["net"]:
             net = dict(data["net"])
             size = net.pop("size")
@@ -242,5 +270,9 @@ def _read_config_text(path: Path) -> str:
 
 
 def dump_config(config: BaseModel) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    tree = config.model_dump(mode="json")
+    init = tree.pop("net_init", {})  # written back where recipes have it: net.init_from
+    if init.get("init_from") is not None:
+        tree["net"] = {**tree["net"], **init}
+    return yaml.safe_dump(tree, sort_keys=False)
 

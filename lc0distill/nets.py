@@ -2,7 +2,8 @@
 checkpoint (`.pt`), or a raw `.onnx` model.
 
 `load_net` gives a trainable SEResNet; `load_inference_net` also accepts ONNX nets, run with onnxruntime behind
-the same call (evaluation, `net eval`, teachers, export sources).
+the same call (evaluation, `net eval`, teachers, export sources), and lc0 nets whose body or policy encoders
+lc0distill does not build (attention bodies): converted once by the lc0 engine's leela2onnx, then ONNX.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.runtime import OnnxNet, is_onnx_file, open_embedded_onnx, open_onnx_file
 from lc0distill.lc0.onnx_net import embedded_onnx, is_onnx_net
-from lc0distill.lc0.weights import net_from_message, open_net, read_net
+from lc0distill.engine.onnx_conversion import converted_onnx
+from lc0distill.lc0.weights import needs_onnx, net_from_message, open_net, read_net
 from lc0distill.models.net import SEResNet
 from lc0distill.models.store import load_model
 
@@ -66,6 +68,10 @@ def load_inference_net(path: str | os.PathLike, input_format: int | None = None,
     message = open_net(path)
     if is_onnx_net(message):
         return open_embedded_onnx(embedded_onnx(message, path), path, threads, device)
+    why = needs_onnx(message)
+    if why is not None:  # lc0's own conversion, cached beside the net
+        converted = converted_onnx(path, why)
+        return open_onnx_file(converted, message.format.network_format.input or 1, threads, device=device)
     return net_from_message(message, path)
 
 

@@ -52,6 +52,7 @@ from lc0distill.distill.cache import open_for_run
 from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible, teach
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
+from lc0distill.init_from import initialise_from, with_init_architecture
 from lc0distill.guard import (
     NonFiniteGuard,
     NonFiniteRunError,
@@ -202,7 +203,8 @@ def _policy_distill(out: NetOutput, batch: Batch, teacher: TeacherOutput, config
 class Run:
     """One training run (or one rank of it). Small methods, one per stage of a step."""
 
-    def __init__(self, config: RunConfig, log: Log = print):
+    def __init__(self, config: RunConfig, log: Log = print, start_from_init: bool = True):
+        """`start_from_init`: take net.init_from's weights (a run that resumes takes its checkpoint's instead)."""
         self.config = config
         self.log = log
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -215,7 +217,15 @@ class Run:
         if config.train.threads:  # several processes on few cores stall each other's thread pools
             torch.set_num_threads(config.train.threads)
         seed_everything(config.train.seed)
-        self.student = SEResNet(config.net).to(self.device)
+        self.student = SEResNet(config.net)
+        self.tracker = None
+        if start_from_init and config.net_init.init_from:
+            self.say(initialise_from(self.student, config.net_init.init_from,
+                                     config.net_init.init_from_partial).summary())
+        for module in self.student.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = config.train.batch_norm_momentum
+        self.student = self.student.to(self.device)
         if config.train.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
         self.teacher = build_teacher(config, self.student, self.device) if not config.teacher.cache else None
@@ -504,11 +514,13 @@ class Run:
 
 
 def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult:
-    run = Run(config, log)
+    config = with_init_architecture(config)
+    checkpoint = Path(config.train.run_dir) / LATEST
+    resuming = resume and checkpoint.is_file()
+    run = Run(config, log, start_from_init=not resuming)
     if run.rank == 0:
         remove_stale_temporaries(run.run_dir)
-    checkpoint = run.run_dir / LATEST
-    if resume and checkpoint.exists():
+    if resuming:
         state = load_checkpoint(checkpoint)
         check_resumable(state, config.model_dump(mode="json"), checkpoint)
         run.restore(state, checkpoint)

@@ -51,3 +51,9 @@ def oracle_positions() -> list[dict]:
 @pytest.fixture(scope="session")
 def selfplay_dir() -> Path:
     return _require(SELFPLAY)
+
+
+@pytest.fixture(scope="session")
+def nets_dir() -> Path:
+    """../shared/nets: real lc0 nets (maia)."""
+    return _require(SHARED / "nets")

@@ -110,8 +110,12 @@ def lc0_header(path: str) -> dict:
 
 def onnx_summary(path: str, kind: NetFileKind, net: OnnxNet) -> dict:
     model = onnx.load_from_string(net.model)
+    file_format = kind.value
+    if kind == NetFileKind.LC0:
+        file_format += (" embedding ONNX" if read_net_info(path).network == "NETWORK_ONNX"
+                        else ", run through lc0's leela2onnx conversion")
     summary = {
-        "path": path, "file_format": "lc0 protobuf (.pb.gz) embedding ONNX" if kind == NetFileKind.LC0 else kind.value,
+        "path": path, "file_format": file_format,
         "size": net.config.name, "data_type": net.config.data_type, "input_format": net.config.input_format,
         "value": net.config.value.value, "moves_left": net.config.moves_left,
         "opset": model_opset(model),

@@ -30,7 +30,8 @@ class LrSchedule(BaseModel):
 
     kind: Literal["constant", "steps", "cosine"] = Field(
         "constant", description="constant: lr; steps: lr_values between lr_boundaries; cosine: lr down to min_lr")
-    lr: float = Field(0.02, gt=0.0, description="base learning rate (constant and cosine; unused by steps)")
+    lr: float = Field(0.02, ge=0.0, description="base learning rate (constant and cosine; unused by steps); 0 leaves the "
+                                                "weights as they are (batch-norm statistics: train.batch_norm_momentum)")
     warmup_steps: int = Field(
         0, ge=0, description="steps of linear warmup up to the schedule's value at step warmup_steps "
                     "(step k uses (k+1)/warmup_steps of it, as lczero)")

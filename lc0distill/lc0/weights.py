@@ -236,6 +236,16 @@ _UNSUPPORTED_BODIES = {
 }
 
 
+def needs_onnx(net) -> str | None:
+    """Why a weights file's net is not one lc0distill builds in PyTorch (it then runs through ONNX), or None."""
+    fmt = net.format.network_format
+    if fmt.network in _UNSUPPORTED_BODIES and fmt.network != NF.NETWORK_ONNX:
+        return f"an attention-body net ({_enum_name(NF.NetworkStructure, fmt.network)})"
+    if fmt.policy == NF.POLICY_ATTENTION and len(net.weights.pol_encoder):
+        return f"an attention policy head with {len(net.weights.pol_encoder)} encoder layers"
+    return None
+
+
 def _network_format(net, path: str):
     """The file's NetworkFormat after lc0's fix-ups for older files."""
     fmt = NF()
@@ -431,7 +441,8 @@ def _layer_encodings(message) -> set[str]:
 
 def read_net_info(path: str | os.PathLike) -> NetFileInfo:
     net = open_net(path)
-    onnx = net.format.network_format.network == NF.NETWORK_ONNX  # no weights to check: describe the header
+    # ONNX inside, or a net that runs through lc0's ONNX conversion: describe the header
+    onnx = net.format.network_format.network == NF.NETWORK_ONNX or needs_onnx(net) is not None
     fmt = net.format.network_format if onnx else _network_format(net, str(path))
     return NetFileInfo(
         path=str(path), min_version=_version_string(net.min_version),

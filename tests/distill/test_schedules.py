@@ -122,7 +122,7 @@ def test_negative_step_is_rejected() -> None:
         ({"kind": "cosine"}, "total_steps"),
         ({"kind": "cosine", "total_steps": 10, "warmup_steps": 10}, "total_steps"),
         ({"kind": "cosine", "total_steps": 10, "lr": 0.1, "min_lr": 0.2}, "min_lr"),
-        ({"lr": 0.0}, "lr"),
+        ({"lr": -0.1}, "lr"),  # 0 is allowed: a run at lr 0 (net.init_from) leaves the weights
         ({"warmup_steps": -1}, "warmup_steps"),
         ({"kind": "linear"}, "kind"),
         ({"lr_rate": 0.1}, "lr_rate"),

@@ -27,16 +27,6 @@ from lc0distill.models.net import SEResNet
 TOLERANCE = 0.002  # the issue's bar for agreement with the lc0 engine
 
 
-@pytest.fixture(scope="module")
-def nets_dir():
-    from tests.conftest import SHARED
-
-    path = SHARED / "nets"
-    if not path.exists():
-        pytest.skip(f"reference nets {path} are absent (../shared holds lc0's own files)")
-    return path
-
-
 def _oracle_board(position) -> chess.Board:
     board = chess.Board() if position["start"] == "startpos" else chess.Board(position["start"])
     for uci in position["moves_played_from_start"]:
