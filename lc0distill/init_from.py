@@ -32,7 +32,19 @@ class InitReport:
         if self.exact:
             return f"net.init_from {self.source}: every tensor copied ({len(self.copied)}): the same net"
         return (f"net.init_from {self.source} (partial): {len(self.copied)} tensors copied, {len(self.fresh)} "
-                f"initialised fresh: {', '.join(self.fresh)}")
+                f"initialised fresh: {', '.join(_grouped(self.fresh))}")
+
+
+def _grouped(fresh: list[str]) -> list[str]:
+    """Tensors missing from init_from named by their module (residual.6.conv1, not its five tensors); shape
+    mismatches stay per tensor, with both shapes."""
+    lines: list[str] = []
+    for entry in fresh:
+        name, reason = entry.split(" (", 1)
+        line = f"{name.rsplit('.', 1)[0]} (not in init_from)" if reason == "not in init_from)" else entry
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def config_differences(source: NetConfig, student: NetConfig) -> list[str]:
