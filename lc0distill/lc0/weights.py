@@ -242,7 +242,7 @@ def needs_onnx(net) -> str | None:
     if fmt.network in _UNSUPPORTED_BODIES and fmt.network != NF.NETWORK_ONNX:
         return f"an attention-body net ({_enum_name(NF.NetworkStructure, fmt.network)})"
     if fmt.policy == NF.POLICY_ATTENTION and len(net.weights.pol_encoder):
-        return f"an attention policy head with {len(net.weights.pol_encoder)} encoder layers"
+        return f"an attention policy head with {len(net.weights.pol_encoder)} encoder layers (weights.pol_encoder)"
     return None
 
 

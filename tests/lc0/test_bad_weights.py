@@ -131,7 +131,9 @@ BAD_FILES = [truncated, random_garbage, gzipped_garbage, wrong_magic, attention_
              missing_tensor, missing_input_tensor, text_format]
 
 def _cli_cases():
-    return BAD_FILES
+    # net info runs an attention-body file through the engine's leela2onnx, so whether it is bad is lc0's call
+    # (lc0 v0.31.0-dev converts maia's tensors under that header); read_net refuses it (above)
+    return [case for case in BAD_FILES if case is not attention_body]
 
 
 def cli_error(capsys, path) -> str:
