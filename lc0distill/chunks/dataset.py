@@ -205,14 +205,10 @@ def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emit
     emitter.problems.chunks_read += 1
     if hasattr(source, "read_packed"):
         return _read_packed_source(index, spec, emitter)
-    try:
-        records = read_chunk(source, spec.max_chunk_records).records
-    except ChunkError as error:
-        if spec.strict:
-            raise
-        log.warning("skipping bad chunk: %s", error)
-        emitter.problems.bad_chunks.append(str(error))
+    chunk = _read_or_skip(lambda: read_chunk(source, spec.max_chunk_records), "chunk", spec, emitter)
+    if chunk is None:
         return None
+    records = chunk.records
     numbers = np.arange(len(records), dtype=np.uint32)
     if spec.keep is not None:
         kept = np.isin(numbers, spec.keep.get(index, numbers[:0]), assume_unique=True)
@@ -234,18 +230,25 @@ def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emit
     return packed
 
 
+def _read_or_skip(read, what: str, spec: StreamSpec, emitter: _Emitter):
+    """read(), or None for a source that cannot be read (counted and logged); strict runs stop on it."""
+    try:
+        return read()
+    except ChunkError as error:
+        if spec.strict:
+            raise
+        log.warning("skipping bad %s: %s", what, error)
+        emitter.problems.bad_chunks.append(str(error))
+        return None
+
+
 def _read_packed_source(index: int, spec: StreamSpec, emitter: _Emitter) -> np.ndarray | None:
     """A source that gives packed positions, sampled and checked when they were written (a shard block,
     lc0distill/shards): read whole; only the value target's q/d pair is checked here. Its positions' `chunk`
     numbers count from len(spec.sources) (BatchLoader.source_name names them)."""
     source = spec.sources[index]
-    try:
-        packed = source.read_packed()
-    except ChunkError as error:
-        if spec.strict:
-            raise
-        log.warning("skipping bad shard block: %s", error)
-        emitter.problems.bad_chunks.append(str(error))
+    packed = _read_or_skip(source.read_packed, "shard block", spec, emitter)
+    if packed is None:
         return None
     packed["chunk"] += np.uint32(len(spec.sources))
     if spec.q_source is not None:

@@ -110,9 +110,9 @@ def lc0_header(path: str) -> dict:
 
 def onnx_summary(path: str, kind: NetFileKind, net: OnnxNet) -> dict:
     model = onnx.load_from_string(net.model)
-    file_format = kind.value
-    if kind == NetFileKind.LC0:
-        file_format += (" embedding ONNX" if read_net_info(path).network == "NETWORK_ONNX"
+    file_format, header = kind.value, lc0_header(path) if kind == NetFileKind.LC0 else {}
+    if header:
+        file_format += (" embedding ONNX" if header["network"] == "NETWORK_ONNX"
                         else ", run through lc0's leela2onnx conversion")
     summary = {
         "path": path, "file_format": file_format,
@@ -123,8 +123,7 @@ def onnx_summary(path: str, kind: NetFileKind, net: OnnxNet) -> dict:
         "input": net.input_name, "outputs": [n for n in net.names.values() if n],
         "parameters": sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in _FLOAT_TYPES),
     }
-    if kind == NetFileKind.LC0:
-        summary.update(lc0_header(path))
+    summary.update(header)
     return summary
 
 
