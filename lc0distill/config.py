@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lc0distill.chunks.config import DataConfig
-from lc0distill.distill.schedules import LrSchedule, TeacherWeightSchedule, TemperatureSchedule
+from lc0distill.distill.schedules import (
+    KickstartWeightSchedule,
+    LrSchedule,
+    TeacherWeightSchedule,
+    TemperatureSchedule,
+)
 from lc0distill.errors import Lc0DistillError
 from lc0distill.lc0.weights import Encoding
 from lc0distill.models.config import NetConfig, preset_sizes
@@ -25,11 +30,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-class TeacherConfig(_Section):
-    """Who teaches the student. No nets and no snapshot: the student learns from the data alone."""
+class TeacherNetConfig(_Section):
+    """One teacher.nets entry written as a mapping: the net and, for kickstarting, its own weight schedule."""
 
-    nets: list[str] = Field(default_factory=list, description="lc0 .pb.gz nets (weights or ONNX), lc0distill "
-                                                              "checkpoints or .onnx models")
+    path: str = Field(description="an lc0 .pb.gz net (weights or ONNX), an lc0distill checkpoint or an .onnx model")
+    weight: KickstartWeightSchedule | None = Field(
+        None, description="this teacher's weight lambda_k(t) (a number is a constant): the loss becomes the data "
+                          "loss plus the sum over teachers of lambda_k(t) times each one's distillation loss")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]+$", description="the teacher's name in the logs "
+                                                                             "(default: the file's stem)")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _number_is_constant(cls, weight: Any) -> Any:
+        return {"kind": "constant", "weight": weight} if isinstance(weight, (int, float)) and \
+            not isinstance(weight, bool) else weight
+
+
+class TeacherConfig(_Section):
+    """Who teaches the student. No nets and no snapshot: the student learns from the data alone.
+
+    Two forms. nets as paths (or entries without `weight`): one teacher, or an ensemble mixed with `weights`,
+    whose share of the targets is loss.teacher_weight. nets as entries each with its own `weight` schedule
+    (kickstarting, Schmitt et al. 2018): loss = data loss + sum_k lambda_k(t) * distillation loss of teacher k.
+    """
+
+    nets: list[str | TeacherNetConfig] = Field(
+        default_factory=list, description="lc0 .pb.gz nets (weights or ONNX), lc0distill checkpoints or .onnx "
+                                          "models; or entries {path, weight, name} with a weight per teacher")
     weights: list[float] = Field(default_factory=list, description="ensemble weights (default: equal)")
     snapshot_every: int = Field(0, ge=0, description="N > 0: a frozen copy of the student, refreshed every N steps")
     cache: str | None = Field(None, description="a folder made by `lc0distill teacher cache` with these nets: "
@@ -43,11 +71,64 @@ class TeacherConfig(_Section):
             raise ValueError(f"teacher.weights has {len(self.weights)} entries for {len(self.nets)} teacher.nets")
         if self.nets and self.snapshot_every:
             raise ValueError("give teacher.nets or teacher.snapshot_every, not both")
+        scheduled = [entry.weight is not None for entry in self.entries]
+        if any(scheduled):
+            if not all(scheduled):
+                missing = [entry.path for entry in self.entries if entry.weight is None]
+                raise ValueError(f"teacher.nets: give every entry its own weight, or none (no weight: "
+                                 f"{', '.join(missing)})")
+            if self.weights:
+                raise ValueError("teacher.weights mixes an ensemble; with a weight per teacher.nets entry, leave "
+                                 "it out (each teacher's weight is its entry's)")
+            if self.cache:
+                raise ValueError("teacher.cache holds the ensemble's mixed outputs; a weight per teacher needs each "
+                                 "teacher's own: leave teacher.cache out (the teachers then run live)")
+        given = [entry.name for entry in self.entries if entry.name]
+        if len(set(given)) != len(given):
+            raise ValueError(f"teacher.nets: two entries have the same name ({', '.join(given)})")
         return self
+
+    @property
+    def entries(self) -> list[TeacherNetConfig]:
+        return [TeacherNetConfig(path=entry) if isinstance(entry, str) else entry for entry in self.nets]
+
+    @property
+    def paths(self) -> list[str]:
+        return [entry.path for entry in self.entries]
+
+    @property
+    def names(self) -> list[str]:
+        """Each teacher's name in logs and loss parts: its entry's name, or its file's stem (.pb.gz, .pt, ...),
+        numbered (-2, -3, ...) where two files share a stem."""
+        names: list[str] = []
+        taken = {entry.name for entry in self.entries if entry.name}
+        for entry in self.entries:
+            name = entry.name or _stem(entry.path)
+            if not entry.name:
+                base, count = name, 1
+                while name in taken or name in names:
+                    count += 1
+                    name = f"{base}-{count}"
+            names.append(name)
+        return names
+
+    @property
+    def per_teacher(self) -> bool:
+        """True for the kickstarting form: a weight schedule per teacher."""
+        return any(entry.weight is not None for entry in self.entries)
 
     @property
     def enabled(self) -> bool:
         return bool(self.nets) or self.snapshot_every > 0
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".pb.gz", ".onnx", ".pt", ".pb", ".gz"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
 
 
 class LossConfig(_Section):
@@ -55,7 +136,9 @@ class LossConfig(_Section):
 
     policy = (1 - a) * CE(data policy) + a * distill(teacher policy at temperature T)
     value  = (1 - a) * value loss(q_ratio * q + (1 - q_ratio) * z) + a * value_distill * CE(teacher WDL)
-    where a is the teacher weight at the step (0 without a teacher).
+    where a is the teacher weight at the step (0 without a teacher). With a weight per teacher (kickstarting:
+    teacher.nets entries with `weight`), the data parts keep their full weight and each teacher k adds
+        lambda_k(t) * (policy_weight * distill_k + value_distill * value_weight * CE(teacher k's WDL)).
     """
 
     policy_weight: float = Field(1.0, ge=0.0)
@@ -142,6 +225,13 @@ class RunConfig(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _one_teacher_weight_form(self) -> "RunConfig":
+        if self.teacher.per_teacher and "teacher_weight" in self.loss.model_fields_set:
+            raise ValueError("loss.teacher_weight is the single-schedule form; the teacher.nets entries carry a "
+                             "weight each: leave loss.teacher_weight out")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -45,10 +45,11 @@ from lc0distill.checks import (
 from lc0distill.chunks.config import make_loader
 from lc0distill.shards.select import is_shard_block, select_sources
 from lc0distill.chunks.probe import probe_chunks
-from lc0distill.config import LossConfig, RunConfig, TrainConfig, dump_config
+from lc0distill.config import RunConfig, TrainConfig, dump_config
 from lc0distill.distill import losses as L
 from lc0distill.distill.schedules import learning_rate, set_learning_rate, teacher_weight, temperature
 from lc0distill.distill.cache import open_for_run
+from lc0distill.distill.objective import kickstart_loss_parts, loss_parts
 from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible, teach
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
@@ -134,7 +135,7 @@ def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
     if not teacher_config.nets:
         return None
     nets = []
-    for path in teacher_config.nets:
+    for path in teacher_config.paths:
         net = load_inference_net(path, need_input_format=False,  # a trainable net, or ONNX in onnxruntime
                                  threads=config.train.threads, device=str(device))
         check_compatible(student, net, path, distil_value=config.loss.value_distill > 0)
@@ -161,41 +162,6 @@ class SWA:
                 mine.lerp_(theirs, weight)
             else:
                 mine.copy_(theirs)
-
-
-# ----------------------------------------------------------------------------------------------- losses
-
-def loss_parts(out: NetOutput, batch: Batch, teacher: TeacherOutput | None, config: LossConfig,
-               alpha: float, temp: float) -> L.LossReport:
-    """The weighted loss parts of one batch (alpha: the teacher's weight now, temp: its temperature)."""
-    parts = {"policy": L.policy_cross_entropy(out.policy_logits, batch.policy, batch.legal, config.mask_illegal)}
-    weights = {"policy": (1 - alpha) * config.policy_weight}
-    target = L.blend_value_target(batch.z, batch.q, config.q_ratio)
-    if out.wdl_logits is not None:
-        value = L.wdl_cross_entropy if config.value_loss == "cross_entropy" else L.wdl_mse
-        parts["value"] = value(out.wdl_logits, target)
-    else:
-        parts["value"] = L.scalar_value_mse(out.value, target)
-    weights["value"] = (1 - alpha) * config.value_weight
-    if out.moves_left is not None:
-        parts["moves_left"] = L.moves_left_huber(out.moves_left, batch.moves_left, batch.moves_left_known)
-        weights["moves_left"] = config.moves_left_weight
-    if teacher is not None:
-        parts["policy_distill"] = _policy_distill(out, batch, teacher, config, temp)
-        weights["policy_distill"] = alpha * config.policy_weight
-        if teacher.wdl is not None and out.wdl_logits is not None and config.value_distill > 0:
-            parts["value_distill"] = L.value_distill_wdl(out.wdl_logits, teacher.wdl.clamp_min(1e-30).log())
-            weights["value_distill"] = alpha * config.value_distill * config.value_weight
-    return L.weighted_losses(parts, weights)
-
-
-def _policy_distill(out: NetOutput, batch: Batch, teacher: TeacherOutput, config: LossConfig, temp: float):
-    if config.policy_distill == "nll":
-        return L.policy_teacher_nll(out.policy_logits, teacher.policy_logits, batch.legal, teacher.best)
-    if config.policy_distill == "mse":
-        return L.policy_logit_mse(out.policy_logits, teacher.policy_logits, batch.legal)
-    return L.policy_kl(out.policy_logits, teacher.policy_logits, batch.legal, temperature=temp,
-                       t_squared=config.t_squared, scale_student=config.scale_student)
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -261,7 +227,7 @@ class Run:
             raise Lc0DistillError("teacher.cache is keyed by chunk and record, and data.paths names a shard folder: "
                                   "give the teacher cache the chunks the shards were repacked from, or leave "
                                   "teacher.cache out (the teacher then runs live)")
-        opened = open_for_run(config.teacher.cache, config.teacher.nets, config.teacher.weights or None,
+        opened = open_for_run(config.teacher.cache, config.teacher.paths, config.teacher.weights or None,
                               config.data.sample_rate, config.net.input_format, self.train_sources, self.test_sources)
         self.teacher, self.keep_records = opened.train, opened.keep
         if opened.test is not None:
@@ -393,10 +359,30 @@ class Run:
         return torch.autocast(self.device.type, dtype=dtype, enabled=enabled)
 
     def schedules_at(self, step: int) -> tuple[float, float]:
-        """(the teacher's weight, its temperature) for the update at `step` (0 for the first)."""
+        """(the teacher's weight, its temperature) for the update at `step` (0 for the first). With a weight
+        per teacher, the first is their sum (teacher_weights_at gives each)."""
         config = self.config
-        alpha = teacher_weight(config.loss.teacher_weight, step) if self.teacher is not None else 0.0
+        if config.teacher.per_teacher:
+            alpha = sum(self.teacher_weights_at(step).values())
+        else:
+            alpha = teacher_weight(config.loss.teacher_weight, step) if self.teacher is not None else 0.0
         return alpha, temperature(config.loss.temperature, step)
+
+    def teacher_weights_at(self, step: int) -> dict[str, float]:
+        """{teacher name: lambda_k} for the update at `step`, in teacher.nets order (kickstarting form only)."""
+        teachers = self.config.teacher
+        return {name: teacher_weight(entry.weight, step) for name, entry in zip(teachers.names, teachers.entries)}
+
+    def _teach(self, batch: Batch, planes: torch.Tensor, alpha: float):
+        """The teachers' outputs for the step: one TeacherOutput (single-schedule form) or, kickstarting,
+        [(name, lambda_k, output or None where lambda_k is 0 and the net was not run)]."""
+        if self.teacher is None:
+            return None
+        if not self.config.teacher.per_teacher:
+            return teach(self.teacher, batch, planes) if alpha > 0 else None
+        weights = self.teacher_weights_at(self.step)
+        outputs = self.teacher.each(planes, [weight > 0 for weight in weights.values()])
+        return [(name, weight, out) for (name, weight), out in zip(weights.items(), outputs)]
 
     def train_step(self, batch: Batch) -> L.LossReport | None:
         """One optimizer step, or None when the non-finite guard skipped the batch."""
@@ -411,14 +397,19 @@ class Run:
         self.student.train()
         statistics = batch_norm_state(self.student)
         with self.autocast():
-            teacher_out = teach(self.teacher, batch, planes) if self.teacher is not None and alpha > 0 else None
+            taught = self._teach(batch, planes, alpha)
             out = self.forward(planes)
-            report = loss_parts(out, batch, teacher_out, config.loss, alpha, temp)
+            if isinstance(taught, list):
+                report = kickstart_loss_parts(out, batch, taught, config.loss, temp)
+            else:
+                report = loss_parts(out, batch, taught, config.loss, alpha, temp)
         if not finite_on_every_rank(report.total, self.world):
             # Rows are named from the inputs, targets and teacher only: train-mode batch norm mixes the
             # student's rows, so one bad position makes all of its outputs non-finite.
             suspects = [batch.planes, batch.policy, batch.z, batch.q, batch.moves_left]
-            suspects += [teacher_out.policy_logits, teacher_out.wdl] if teacher_out is not None else []
+            outputs = [o for _, _, o in taught] if isinstance(taught, list) else [taught]
+            for teacher_out in outputs:
+                suspects += [teacher_out.policy_logits, teacher_out.wdl] if teacher_out is not None else []
             restore_batch_norm(self.student, statistics)
             self._skip(batch, f"loss ({', '.join(non_finite_parts(report.parts))})", suspects)
             return None
@@ -577,14 +568,19 @@ def _log_step(run: Run, report: L.LossReport, rate: float, elapsed: float) -> No
     alpha, temp = run.schedules_at(run.step - 1)  # those of the update just made, beside its losses
     loader = run.train_loader
     losses = report.scalars()
+    per_teacher = {f"teacher_weight/{name}": weight for name, weight in run.teacher_weights_at(run.step - 1).items()} \
+        if run.config.teacher.per_teacher else {}
     values = {**losses, "positions_per_second": rate, "lr": run.optimizer.param_groups[0]["lr"],
-              "teacher_weight": alpha, "temperature": temp, "skipped_steps": run.guard.skipped,
+              "teacher_weight": alpha, "temperature": temp, **per_teacher, "skipped_steps": run.guard.skipped,
               "bad_chunks": len(loader.bad_chunks) + run.unreadable_files, "bad_records": loader.bad_records}
     run.record("train", values)
     if run.rank != 0:
         return
     parts = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
     teacher = f"  teacher weight {alpha:.3f}  T {temp:.2f}" if run.teacher is not None else ""
+    if per_teacher:
+        weights = " ".join(f"{name.split('/', 1)[1]} {weight:.3f}" for name, weight in per_teacher.items())
+        teacher = f"  teacher weights {weights}  T {temp:.2f}"
     problems = "".join(f"  {name} {count}" for name, count in (
         ("skipped steps", run.guard.skipped), ("bad chunks", values["bad_chunks"]),
         ("bad records", loader.bad_records)) if count)

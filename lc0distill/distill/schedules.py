@@ -116,8 +116,10 @@ class TeacherWeightSchedule(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    kind: Literal["constant", "linear_decay", "switch_off"] = Field(
-        "constant", description="constant: weight; linear_decay: weight down to 0; switch_off: weight, then 0")
+    kind: Literal["constant", "linear_decay", "switch_off", "pbt"] = Field(
+        "constant", description="constant: weight; linear_decay: weight down to 0; switch_off: weight, then 0; "
+                                "pbt: weight, a value that population-based training (lc0distill pbt) sets "
+                                "between its perturbations (constant in a plain run)")
     weight: float = Field(1.0, ge=0.0, le=1.0, description="the teacher's share of the targets while it teaches")
     start_step: int = Field(0, ge=0, description="linear_decay: the last step at full weight")
     end_step: int | None = Field(
@@ -148,6 +150,14 @@ class TeacherWeightSchedule(BaseModel):
         return teacher_weight(self, step)
 
 
+class KickstartWeightSchedule(TeacherWeightSchedule):
+    """One teacher's own weight lambda_k(t) in the kickstarting loss (teacher.nets entries with `weight`):
+    the data loss keeps its full weight and each teacher adds lambda_k(t) times its distillation loss, so a
+    weight is not a share of the targets and may pass 1."""
+
+    weight: float = Field(1.0, ge=0.0, le=10.0, description="lambda_k while the teacher teaches")
+
+
 def teacher_weight(config: TeacherWeightSchedule, step: int) -> float:
     """The teacher's weight for the update at `step`."""
     _check_step(step)
@@ -161,7 +171,7 @@ def teacher_weight(config: TeacherWeightSchedule, step: int) -> float:
         if step >= config.end_step:
             return 0.0
         return config.weight * (config.end_step - step) / (config.end_step - config.start_step)
-    return config.weight
+    return config.weight  # constant, and pbt: the value the population search last set
 
 
 class TemperatureSchedule(BaseModel):

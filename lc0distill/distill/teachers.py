@@ -87,13 +87,19 @@ class NetTeacher:
         return self
 
     @torch.no_grad()
+    def each(self, planes: torch.Tensor, active: Sequence[bool] | None = None) -> list[TeacherOutput | None]:
+        """Every net's own outputs (kickstarting: a loss per teacher); None for a net not `active` (one whose
+        weight is 0 now: not run at all)."""
+        active = [True] * len(self.nets) if active is None else list(active)
+        if len(active) != len(self.nets):
+            raise ValueError(f"{len(active)} active flags for {len(self.nets)} teacher nets")
+        return [_single(net(planes)) if on else None for net, on in zip(self.nets, active)]
+
+    @torch.no_grad()
     def __call__(self, planes: torch.Tensor) -> TeacherOutput:  # planes (B, 112, 8, 8)
         outputs = [net(planes) for net in self.nets]
         if len(outputs) == 1:
-            out = outputs[0]
-            wdl = out.wdl_logits.float().softmax(dim=1) if out.wdl_logits is not None else None
-            mlh = out.moves_left.float().reshape(-1) if out.moves_left is not None else None
-            return TeacherOutput(out.policy_logits.float(), wdl, mlh)
+            return _single(outputs[0])
         policy = sum(w * o.policy_logits.float().softmax(dim=1) for w, o in zip(self.weights, outputs))
         wdl = mlh = None
         if all(o.wdl_logits is not None for o in outputs):
@@ -101,6 +107,13 @@ class NetTeacher:
         if all(o.moves_left is not None for o in outputs):
             mlh = sum(w * o.moves_left.float().reshape(-1) for w, o in zip(self.weights, outputs))
         return TeacherOutput(policy.clamp_min(1e-30).log(), wdl, mlh)
+
+
+def _single(out: NetOutput) -> TeacherOutput:
+    """One net's outputs as a teacher's: float32 logits, WDL as probabilities, moves-left flat."""
+    wdl = out.wdl_logits.float().softmax(dim=1) if out.wdl_logits is not None else None
+    mlh = out.moves_left.float().reshape(-1) if out.moves_left is not None else None
+    return TeacherOutput(out.policy_logits.float(), wdl, mlh)
 
 
 class SnapshotTeacher:

@@ -225,7 +225,26 @@ def shown_panels(runs: Sequence[RunMetrics]) -> list[Panel]:
                 return True
         return False
 
-    return [panel for panel in PANELS if panel.always or has_data(panel)]
+    panels = []
+    for panel in PANELS:
+        if panel.always or has_data(panel):
+            panels.append(panel)
+        panels += _per_teacher_panels(runs, panel)
+    return panels
+
+
+PER_TEACHER = ("policy_distill", "value_distill", "teacher_weight")  # kickstarting logs these per teacher
+
+
+def _per_teacher_panels(runs: Sequence[RunMetrics], panel: Panel) -> list[Panel]:
+    """A kickstarting run logs `key/<teacher>` (teacher_weight/maia-1900 ...): a panel per teacher, after
+    the panel of the key itself."""
+    if panel.key not in PER_TEACHER:
+        return []
+    names = sorted({key.split("/", 1)[1] for run in runs for kind, key in run.series
+                    if kind == panel.kind and key.startswith(panel.key + "/")})
+    title = panel.title.replace(" (alpha)", " lambda")
+    return [Panel(panel.kind, f"{panel.key}/{name}", f"{title}: {name}") for name in names]
 
 
 @dataclass(frozen=True)
