@@ -504,7 +504,9 @@ class Run:
             net.to(self.device)
 
 
-def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult:
+def open_run(config: RunConfig, log: Log = print, resume: bool = True) -> Run:
+    """A run ready for its next step: built, resumed from its run_dir's checkpoint if there is one (and
+    `resume`), its logs open. train() runs it to the end; lc0distill.pbt runs it a segment at a time."""
     config = with_init_architecture(config)
     checkpoint = Path(config.train.run_dir) / LATEST
     resuming = resume and checkpoint.is_file()
@@ -517,7 +519,12 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
         run.restore(state, checkpoint)
         log(f"resuming {run.run_dir} at step {run.step} (data position: batch {run.batches_consumed})")
     run.open_logs()
-    progress = track("train", total=config.train.steps, unit="steps", plain_lines=False, log=log) \
+    return run
+
+
+def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult:
+    run = open_run(config, log, resume)
+    progress = track("train", total=run.config.train.steps, unit="steps", plain_lines=False, log=log) \
         if run.rank == 0 else nullcontext()
     with progress as tracker:
         run.tracker = tracker
@@ -531,35 +538,60 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
     return result
 
 
+@dataclass
+class Throughput:
+    """Positions trained since the start, and in the window since the last logged step (for positions/s)."""
+
+    started: float
+    positions: int = 0
+    window_start: float = 0.0
+    window_positions: int = 0
+
+    @classmethod
+    def now(cls) -> "Throughput":
+        clock = time.perf_counter()
+        return cls(started=clock, window_start=clock)
+
+    def rate(self) -> float:
+        return self.positions / max(time.perf_counter() - self.started, 1e-9)
+
+
 def _loop(run: Run) -> RunResult:
     train_config = run.config.train
-    started, positions, window_start, window_positions = time.perf_counter(), 0, time.perf_counter(), 0
-    metrics: dict = {}
-    batches = run.batches()
-    while run.step < train_config.steps:
-        batch = next(batches)
-        positions += len(batch)
-        window_positions += len(batch)
-        report = run.train_step(batch)
-        if report is None:  # skipped by the non-finite guard: nothing logged, evaluated or saved for it
-            continue
-        if run.tracker is not None:
-            run.tracker.update(run.step, positions=positions)
-        if run.step % train_config.log_every == 0 or run.step == train_config.steps:
-            elapsed = time.perf_counter() - window_start
-            rate = window_positions / max(elapsed, 1e-9)
-            _log_step(run, report, rate, elapsed)
-            window_start, window_positions = time.perf_counter(), 0
-        if train_config.eval_every and run.step % train_config.eval_every == 0 and run.rank == 0:
-            metrics = run.evaluate()
-        if run.step % train_config.checkpoint_every == 0 or run.step == train_config.steps:
-            run.save()
+    throughput = Throughput.now()
+    metrics = train_until(run, run.batches(), train_config.steps, throughput)
     if run.rank == 0 and (not train_config.eval_every or run.step % train_config.eval_every):
         metrics = run.evaluate()
     run.final_outputs()
     if run.world > 1:
         run.check_ranks_agree()
-    return RunResult(run.run_dir, run.step, metrics, positions / max(time.perf_counter() - started, 1e-9))
+    return RunResult(run.run_dir, run.step, metrics, throughput.rate())
+
+
+def train_until(run: Run, batches, stop_at: int, throughput: Throughput) -> dict:
+    """Train from run.step up to step `stop_at` on `batches` (run.batches()), logging, evaluating and
+    checkpointing on the config's cadence; the held-out metrics of the last evaluation made ({} if none)."""
+    train_config = run.config.train
+    metrics: dict = {}
+    while run.step < stop_at:
+        batch = next(batches)
+        throughput.positions += len(batch)
+        throughput.window_positions += len(batch)
+        report = run.train_step(batch)
+        if report is None:  # skipped by the non-finite guard: nothing logged, evaluated or saved for it
+            continue
+        if run.tracker is not None:
+            run.tracker.update(run.step, positions=throughput.positions)
+        if run.step % train_config.log_every == 0 or run.step == train_config.steps:
+            elapsed = time.perf_counter() - throughput.window_start
+            rate = throughput.window_positions / max(elapsed, 1e-9)
+            _log_step(run, report, rate, elapsed)
+            throughput.window_start, throughput.window_positions = time.perf_counter(), 0
+        if train_config.eval_every and run.step % train_config.eval_every == 0 and run.rank == 0:
+            metrics = run.evaluate()
+        if run.step % train_config.checkpoint_every == 0 or run.step == train_config.steps:
+            run.save()
+    return metrics
 
 
 def _log_step(run: Run, report: L.LossReport, rate: float, elapsed: float) -> None:
