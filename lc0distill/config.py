@@ -228,7 +228,8 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _one_teacher_weight_form(self) -> "RunConfig":
-        if self.teacher.per_teacher and "teacher_weight" in self.loss.model_fields_set:
+        # (the default is accepted: a run's own config.yaml writes every field out)
+        if self.teacher.per_teacher and self.loss.teacher_weight != TeacherWeightSchedule():
             raise ValueError("loss.teacher_weight is the single-schedule form; the teacher.nets entries carry a "
                              "weight each: leave loss.teacher_weight out")
         return self

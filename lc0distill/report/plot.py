@@ -216,8 +216,11 @@ def run_labels(paths: Sequence[Path]) -> list[str]:
     return labels
 
 
-def shown_panels(runs: Sequence[RunMetrics]) -> list[Panel]:
-    """The panels of a figure: the core ones always, the others when some run has a value for them."""
+def shown_panels(runs: Sequence[RunMetrics], keys: Sequence[str] | None = None) -> list[Panel]:
+    """The panels of a figure: the core ones always, the others when some run has a value for them.
+    `keys`: only the panels of these keys (and their per-teacher panels), in PANELS' order."""
+    if keys is not None:
+        return [panel for panel in shown_panels(runs) if panel.key.split("/", 1)[0] in keys]
     def has_data(panel: Panel) -> bool:
         for run in runs:
             values = run.values(panel)[1]
@@ -277,7 +280,7 @@ def figure_size(panel_count: int, labels: Sequence[str], title: bool = False) ->
     return round(grid.width * DPI), round(grid.height * DPI)
 
 
-def build_figure(runs: Sequence[RunMetrics], title: str | None = None) -> Figure:
+def build_figure(runs: Sequence[RunMetrics], title: str | None = None, keys: Sequence[str] | None = None) -> Figure:
     """The figure (on an Agg canvas): one axes per shown panel, titled with the panel's title, holding one line
     per run that has values for it (labelled with the run's label); a figure legend names every run."""
     try:
@@ -289,7 +292,7 @@ def build_figure(runs: Sequence[RunMetrics], title: str | None = None) -> Figure
     from matplotlib.ticker import MaxNLocator, PercentFormatter
     from matplotlib.transforms import ScaledTranslation
 
-    panels = shown_panels(runs)
+    panels = shown_panels(runs, keys)
     grid = _grid(len(panels), [run.label for run in runs], bool(title))
     figure = Figure(figsize=(grid.width, grid.height), dpi=DPI)
     FigureCanvasAgg(figure)
@@ -353,7 +356,7 @@ def render_png(figure: Figure) -> bytes:
 
 
 def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None, *,
-              warn: Callable[[str], None] = _warn_stderr) -> Path:
+              warn: Callable[[str], None] = _warn_stderr, keys: Sequence[str] | None = None) -> Path:
     """Draw the curves of the runs in run_dirs side by side and write them to out (a .png, atomically).
 
     Returns out. Raises Lc0DistillError naming the file for input that cannot be plotted; warns (on stderr by
@@ -365,5 +368,5 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None, *,
         raise Lc0DistillError("no run folder given")
     paths = [metrics_file(Path(run)) for run in run_dirs]
     runs = [read_metrics(path, label, warn) for path, label in zip(paths, run_labels(paths))]
-    write_atomic(out, render_png(build_figure(runs, title)))
+    write_atomic(out, render_png(build_figure(runs, title, keys)))
     return out

@@ -157,3 +157,13 @@ def test_a_kickstart_run_logs_each_teachers_weight(tmp_path, selfplay_dir, capsy
     assert record["total"] == pytest.approx(record["policy"] + record["value"] + record["moves_left"] + (1 / 8) * (
         record["policy_distill/maia-1100"] + record["value_distill/maia-1100"]), rel=1e-5)
     assert (run_dir / "curves.png").exists()
+
+
+def test_a_kickstart_config_reloads_from_its_dump(tmp_path):
+    from lc0distill.config import dump_config
+
+    config = RunConfig.model_validate(_teacher_tree({"path": "a.pb.gz", "weight": 0.5}, {"path": "b.pb.gz",
+                                                                                        "weight": 1.5}))
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(config))
+    assert load_config(saved) == config

@@ -1,0 +1,114 @@
+"""What a PBT run leaves: each member's history (from the "pbt" records in its metrics.jsonl), a table of
+every member's hyperparameters (lambda_k, lr, T) and metric over steps, a PNG of them, and the best member's
+final net exported beside them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import write_atomic
+from lc0distill.pbt.config import PbtRunConfig
+from lc0distill.pbt.hyper import member_name
+
+TABLE, SUMMARY, FIGURE = "pbt.md", "pbt.json", "pbt.png"
+
+
+def member_events(member_dir: Path) -> list[dict]:
+    """The member's "pbt" records in order: starts (fresh, resume, exploit) and reports."""
+    path = member_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise Lc0DistillError(f"{member_dir}: no metrics.jsonl (the member never started)")
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if isinstance(record, dict) and record.get("kind") == "pbt":
+            events.append(record)
+    return events
+
+
+def _rows(name: str, events: list[dict], metric: str) -> list[dict]:
+    """One row per report: the step, the metric, the hyperparameters and teacher weights it trained with,
+    and how the segment started (an exploit names its source)."""
+    rows, started = [], "fresh"
+    for event in events:
+        if event["event"] == "exploit":
+            started = f"exploited {event['source']} (its step {event['source_step']})"
+        elif event["event"] == "resume":
+            started = started if rows else "resumed"
+        elif event["event"] == "report":
+            rows.append({"member": name, "step": event["step"], metric: event.get(metric),
+                         "hyperparameters": event["hyperparameters"], "lambdas": event.get("lambdas", {}),
+                         "started": started})
+            started = ""
+    return rows
+
+
+def summarise(run_dir: Path, config: PbtRunConfig) -> dict:
+    """pbt.json, pbt.md, pbt.png and best.pb.gz / best.pt; the summary."""
+    metric, steps = config.pbt.metric, config.train.steps
+    members, rows, exploits = [], [], []
+    for index in range(config.pbt.population):
+        name = member_name(index)
+        events = member_events(run_dir / "members" / name)
+        reports = [e for e in events if e["event"] == "report"]
+        last = reports[-1] if reports else {}
+        members.append({"member": name, "step": last.get("step", 0), metric: last.get(metric),
+                        "hyperparameters": last.get("hyperparameters"), "lambdas": last.get("lambdas", {}),
+                        "exploits": sum(e["event"] == "exploit" for e in events)})
+        rows += _rows(name, events, metric)
+        exploits += [{"member": name, "step": e["step"], "source": e["source"], "source_step": e["source_step"],
+                      "weights_identical": e["fingerprint"] == e["source_fingerprint"],
+                      "source_hyperparameters": e["source_hyperparameters"], "hyperparameters": e["hyperparameters"]}
+                     for e in events if e["event"] == "exploit"]
+    finished = [m for m in members if m["step"] >= steps and m[metric] is not None]
+    if not finished:
+        raise Lc0DistillError(f"{run_dir}: no member reached step {steps}")
+    better = min if config.pbt.mode == "min" else max
+    best = better(finished, key=lambda m: m[metric])
+    best_dir = run_dir / "members" / best["member"]
+    exported = {}
+    for source, target in (("final.pb.gz", "best.pb.gz"), ("final.pt", "best.pt")):
+        if (best_dir / source).exists():
+            shutil.copyfile(best_dir / source, run_dir / target)
+            exported[target.split(".", 1)[1]] = str(run_dir / target)
+    summary = {"run_dir": str(run_dir), "population": config.pbt.population, "steps": steps, "metric": metric,
+               "best": {**best, "nets": exported}, "members": members, "exploits": exploits,
+               "table": str(run_dir / TABLE), "png": str(run_dir / FIGURE), "ray_results": str(run_dir / "ray" / "pbt")}
+    write_atomic(run_dir / TABLE, table(rows, metric).encode())
+    _figure(run_dir, config)
+    write_atomic(run_dir / SUMMARY, (json.dumps(summary, indent=1) + "\n").encode())
+    return summary
+
+
+def table(rows: list[dict], metric: str) -> str:
+    """A Markdown table: member, step, lr, each lambda_k, T, the metric, how the segment started."""
+    teachers = sorted({name for row in rows for name in row["lambdas"]})
+    header = ["member", "step", "lr", *[f"lambda {t}" for t in teachers], "T", metric, "segment"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in sorted(rows, key=lambda r: (r["step"], r["member"])):
+        hyper = row["hyperparameters"]
+        cells = [row["member"], str(row["step"]), _number(hyper.get("lr")),
+                 *[_number(row["lambdas"].get(t)) for t in teachers], _number(hyper.get("temperature")),
+                 _number(row[metric]), row["started"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _figure(run_dir: Path, config: PbtRunConfig) -> None:
+    from lc0distill.report.plot import plot_runs
+
+    folders = [run_dir / "members" / member_name(i) for i in range(config.pbt.population)]
+    plot_runs(folders, run_dir / FIGURE, title=f"PBT: {config.pbt.population} members, lambda_k, lr and "
+                                                 f"held-out {config.pbt.metric} over steps",
+              keys=("teacher_weight", "lr", "temperature", config.pbt.metric))
+    plot_runs(folders, run_dir / "curves.png", title="PBT members: every curve")

@@ -1,0 +1,228 @@
+"""Population-based training on Ray Tune: the search and explore, a member's config, and real PBT runs
+(two members of a 16x2 student kickstarted by maia-1100 and maia-1900 on lc0's self-play data): an exploit
+copies the better member's weights and hyperparameters exactly; a killed run resumes from its checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lc0distill.config import load_config
+from lc0distill.errors import Lc0DistillError
+from lc0distill.pbt.config import PbtRunConfig
+from lc0distill.pbt.hyper import Explorer, initial_population, member_config, recipe_values, search_of, teacher_lambdas
+from tests.conftest import SHARED, SELFPLAY
+
+NETS = (SHARED / "nets" / "maia-1100.pb.gz", SHARED / "nets" / "maia-1900.pb.gz")
+
+
+def _recipe(tmp_path: Path, steps=12, every=4, **pbt) -> Path:
+    tree = {
+        "data": {"paths": [str(SELFPLAY)], "workers": 0, "batch_size": 32, "sample_rate": 1, "shuffle_buffer": 200},
+        "net": {"size": "16x2"},
+        "teacher": {"nets": [{"path": str(NETS[0]), "weight": 1.0}, {"path": str(NETS[1]), "weight": 0.5}]},
+        "train": {"steps": steps, "run_dir": str(tmp_path / "pbt"), "log_every": 4, "eval_positions": 64},
+        "pbt": {"population": 2, "perturb_every": every, "quantile_fraction": 0.5, **pbt},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def _config(tmp_path, **pbt) -> PbtRunConfig:
+    return load_config(_recipe(tmp_path, **pbt), validate=PbtRunConfig)
+
+
+# -- the search, without Ray --------------------------------------------------------------------------------
+
+def test_member_zero_starts_from_the_recipe_and_the_others_in_bounds(tmp_path):
+    config = _config(tmp_path, population=6)
+    search = search_of(config)
+    population = initial_population(config, search, 6)
+    assert population[0] == {"lr": 0.02, "temperature": 1.0, "lambda_maia-1100": 1.0, "lambda_maia-1900": 0.5}
+    assert len({json.dumps(member, sort_keys=True) for member in population}) == 6
+    for member in population[1:]:
+        assert 1e-4 <= member["lr"] <= 0.2 and 1.0 <= member["temperature"] <= 3.0
+        assert all(member[f"lambda_{n}"] == 0 or 0.02 <= member[f"lambda_{n}"] <= 2 for n in ("maia-1100", "maia-1900"))
+
+
+def test_explore_perturbs_within_bounds_and_switches_weak_teachers_off(tmp_path):
+    config = _config(tmp_path, resample_probability=0.0, perturbation_factors=(0.5, 0.5))
+    explorer = Explorer(search_of(config))
+    hyper = {"lr": 0.15, "temperature": 1.2, "lambda_maia-1100": 0.03, "lambda_maia-1900": 1.0}
+    new = explorer({"recipe": "r", "hyper": hyper})
+    assert new["recipe"] == "r"
+    assert new["hyper"] == {"lr": 0.075, "temperature": 1.0, "lambda_maia-1100": 0.0, "lambda_maia-1900": 0.5}
+    grown = Explorer(search_of(_config(tmp_path, resample_probability=0.0, perturbation_factors=(4.0, 4.0))))
+    assert grown.explore(hyper) == {"lr": 0.2, "temperature": 3.0, "lambda_maia-1100": 0.12, "lambda_maia-1900": 2.0}
+
+
+def test_factorised_weights_keep_shares_summing_to_one(tmp_path):
+    config = _config(tmp_path, teacher_weights="factorised", resample_probability=0.5)
+    search = search_of(config)
+    start = recipe_values(config, search)
+    assert start["weight"] == 1.5 and start["share_maia-1100"] == pytest.approx(2 / 3)
+    assert teacher_lambdas(start, search) == pytest.approx({"maia-1100": 1.0, "maia-1900": 0.5})
+    explorer = Explorer(search)
+    hyper = start
+    for _ in range(50):
+        hyper = explorer.explore(hyper)
+        assert hyper["share_maia-1100"] + hyper["share_maia-1900"] == pytest.approx(1.0)
+        assert 0 <= hyper["weight"] <= 2
+
+
+def test_member_config_carries_its_hyperparameters(tmp_path):
+    config = _config(tmp_path)
+    search = search_of(config)
+    hyper = {"lr": 0.05, "temperature": 2.5, "lambda_maia-1100": 0.0, "lambda_maia-1900": 1.25}
+    member = member_config(config, search, hyper, 3)
+    assert member.train.lr.lr == 0.05 and member.loss.temperature.value_at(100) == 2.5
+    assert [e.weight.weight for e in member.teacher.entries] == [0.0, 1.25]
+    assert {e.weight.kind for e in member.teacher.entries} == {"pbt"}
+    assert member.train.run_dir == str(tmp_path / "pbt" / "members" / "member-3")
+    assert member.train.seed == 3 and member.data.seed == 3 and member.train.checkpoint_every == 4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr.kind=steps", "train.lr.kind"),
+    ("loss.temperature.kind=linear", "constant temperature"),
+    ("pbt.perturb_every=50", "more than train.steps"),
+    ("pbt.teacher_weight.high=20", "above 10"),
+])
+def test_search_errors(tmp_path, override, message):
+    extra = ["train.lr.lr_values=[0.1]"] if "steps" in override else []
+    extra += ["loss.temperature.steps=10"] if "linear" in override else []
+    config = load_config(_recipe(tmp_path), [override, *extra], validate=PbtRunConfig)
+    with pytest.raises(Lc0DistillError, match=message):
+        search_of(config)
+
+
+def test_an_ensemble_recipe_needs_a_weight_per_teacher(tmp_path):
+    config = load_config(_recipe(tmp_path), [f"teacher.nets=[{NETS[0]},{NETS[1]}]"], validate=PbtRunConfig)
+    with pytest.raises(Lc0DistillError, match="its own weight"):
+        search_of(config)
+    fixed = load_config(_recipe(tmp_path), [f"teacher.nets=[{NETS[0]},{NETS[1]}]", "pbt.teacher_weights=fixed"],
+                        validate=PbtRunConfig)
+    assert search_of(fixed).teachers == ()
+
+
+# -- real runs on Ray ---------------------------------------------------------------------------------------
+
+def _need_artifacts():
+    pytest.importorskip("ray.tune", reason="Ray Tune is the optional extra: pip install -e '.[pbt]'")
+    for path in (SELFPLAY, *NETS):
+        if not path.exists():
+            pytest.skip(f"reference artifact {path} is absent (../shared holds lc0's own files; see README)")
+
+
+def _pbt_command(recipe: Path, *extra) -> list[str]:
+    return [sys.executable, "-m", "lc0distill", "pbt", "--config", str(recipe), "--json", *extra]
+
+
+def _events(run_dir: Path, member: str, kind="pbt") -> list[dict]:
+    lines = (run_dir / "members" / member / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    _need_artifacts()
+    tmp_path = tmp_path_factory.mktemp("pbt")
+    recipe = _recipe(tmp_path)
+    done = subprocess.run(_pbt_command(recipe), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "pbt", json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_exploit_copies_weights_and_hyperparameters_exactly(finished_run):
+    run_dir, summary = finished_run
+    exploits = [(member, event) for member in ("member-0", "member-1") for event in _events(run_dir, member)
+                if event["event"] == "exploit"]
+    assert exploits, "two members, the worse half exploiting at every report: some member must have exploited"
+    global_log = [json.loads(line) for line in (run_dir / "ray" / "pbt" / "pbt_global.txt").read_text().splitlines()]
+    for member, event in exploits:
+        # The source's own record of the checkpoint it reported at that step, read from its metrics.jsonl.
+        saved = [e for e in _events(run_dir, event["source"]) if e["event"] == "report"
+                 and e["step"] == event["source_step"]]
+        assert saved and event["fingerprint"] == saved[-1]["fingerprint"]  # the same weights and optimizer state
+        assert event["step"] == event["source_step"]  # continuing from the source's step
+        assert event["source_hyperparameters"] == saved[-1]["hyperparameters"]
+        # Tune's own log: cloned from that config, explored into the one the member then trained with.
+        assert any(line[4]["hyper"] == event["source_hyperparameters"] and line[5]["hyper"] == event["hyperparameters"]
+                   for line in global_log)
+        # The member's next logged training step (in the file, after the exploit) used them.
+        records = [json.loads(line) for line in (run_dir / "members" / member / "metrics.jsonl").read_text().splitlines()]
+        after = records[records.index(event) + 1:]
+        trained = next(r for r in after if r["kind"] == "train")
+        hyper = event["hyperparameters"]
+        assert event["step"] < trained["step"] <= event["step"] + 4
+        if True:
+            assert trained["lr"] == pytest.approx(hyper["lr"])
+            assert trained["temperature"] == pytest.approx(hyper["temperature"])
+            for name in ("maia-1100", "maia-1900"):
+                assert trained[f"teacher_weight/{name}"] == pytest.approx(hyper[f"lambda_{name}"])
+    assert all(e["weights_identical"] for e in summary["exploits"])
+
+
+@pytest.mark.slow
+def test_pbt_run_leaves_the_best_net_table_and_figure(finished_run):
+    from lc0distill.lc0.weights import read_net
+
+    run_dir, summary = finished_run
+    assert summary["population"] == 2 and {m["step"] for m in summary["members"]} == {12}
+    losses = {m["member"]: m["policy_loss"] for m in summary["members"]}
+    assert summary["best"]["policy_loss"] == min(losses.values()) == losses[summary["best"]["member"]]
+    net = read_net(run_dir / "best.pb.gz")
+    assert net.config.filters == 16 and net.config.blocks == 2
+    table = (run_dir / "pbt.md").read_text().splitlines()
+    assert table[0].startswith("| member | step | lr | lambda maia-1100 | lambda maia-1900 | T | policy_loss")
+    reports = sum(1 for m in ("member-0", "member-1") for e in _events(run_dir, m) if e["event"] == "report")
+    assert len(table) == 2 + reports
+    assert (run_dir / "pbt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "ray" / "pbt" / "tuner.pkl").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_pbt_run_resumes(tmp_path):
+    _need_artifacts()
+    recipe = _recipe(tmp_path, steps=16)
+    run_dir = tmp_path / "pbt"
+    process = subprocess.Popen(_pbt_command(recipe), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:  # until both members reported step 8
+        reported = [_reported_steps(run_dir, m) for m in ("member-0", "member-1")]
+        if all(steps and max(steps) >= 8 for steps in reported):
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    process.wait()
+    before = {m: max(_reported_steps(run_dir, m)) for m in ("member-0", "member-1")}
+    done = subprocess.run(_pbt_command(recipe), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming the PBT run" in done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {m["step"] for m in summary["members"]} == {16}
+    for member in ("member-0", "member-1"):
+        starts = [e for e in _events(run_dir, member) if e["event"] in ("fresh", "resume", "exploit")]
+        restarted = starts[-1]
+        # After the kill each member went on from a reported checkpoint (its own or, exploiting, another's),
+        # not from step 0; a fresh start happened once, at the beginning.
+        assert [e["event"] for e in starts].count("fresh") == 1
+        assert restarted["event"] in ("resume", "exploit") and restarted["step"] >= 4
+    assert max(before.values()) >= 8
+
+
+def _reported_steps(run_dir: Path, member: str) -> list[int]:
+    try:
+        return [e["step"] for e in _events(run_dir, member) if e["event"] == "report"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
