@@ -97,7 +97,7 @@ def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, p
                                 perturbation_factors=tuple(pbt.perturbation_factors), synch=pbt.synch)
     return tune.Tuner(
         trainable,
-        param_space={"recipe": str(recipe), "hyper": tune.grid_search(population)},
+        param_space={"recipe": str(recipe), "cwd": str(Path.cwd()), "hyper": tune.grid_search(population)},
         tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, metric=pbt.metric, mode=pbt.mode,
                                     reuse_actors=True, trial_dirname_creator=_trial_folder),
         run_config=tune.RunConfig(

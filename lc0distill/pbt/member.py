@@ -68,11 +68,14 @@ def _log_to(path: Path):
 
 
 def train_member(trial_config: dict) -> None:
-    """The Tune function trainable. trial_config: {"recipe": the PBT recipe's path, "hyper": {name: value}}."""
+    """The Tune function trainable. trial_config: {"recipe": the PBT recipe's path, "cwd": the driver's folder
+    (relative paths in the recipe are from there), "hyper": {name: value}}."""
     from ray import tune
 
     from lc0distill.train import DataStream, Throughput, open_run, train_until
 
+    if Path(trial_config.get("cwd", ".")).is_dir():  # the recipe's relative paths are the driver's
+        os.chdir(trial_config["cwd"])
     recipe: PbtRunConfig = load_config(trial_config["recipe"], validate=PbtRunConfig)
     search, hyper = search_of(recipe), dict(trial_config["hyper"])
     index = member_index(tune.get_context().get_trial_id())
