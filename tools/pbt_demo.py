@@ -3,9 +3,10 @@
 steps as the whole population trained (population x train.steps), and prints the table of PBT's choices and
 the held-out policy losses: PBT's best member, the fixed run at a member's step count and at its end.
 
-    python tools/pbt_demo.py [--recipe configs/pbt-kickstart-maia.yaml] [--fixed-steps N] [KEY=VALUE ...]
+    python tools/pbt_demo.py [--recipe configs/pbt-kickstart-maia.yaml] [--fixed-steps N] [--fresh] [KEY=VALUE ...]
 
-Both runs resume if killed (run the same command again). Prints one JSON line at the end.
+Both runs resume if killed (run the same command again; a finished fixed run is only evaluated again).
+--fresh starts the PBT run again. Prints one JSON line at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=str(ROOT / "configs" / "pbt-kickstart-maia.yaml"))
     parser.add_argument("--fixed-steps", type=int, help="steps of the fixed run (default: population x train.steps, the PBT run's total)")
+    parser.add_argument("--fresh", action="store_true", help="start the PBT run again (lc0distill pbt --fresh)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
 
@@ -35,8 +37,9 @@ def main() -> int:
 
     config = load_config(args.recipe, args.overrides, validate=PbtRunConfig)
     started = time.perf_counter()
-    pbt = subprocess.run([sys.executable, "-m", "lc0distill", "pbt", "--config", args.recipe, "--json",
-                          *args.overrides], stdout=subprocess.PIPE, text=True, check=True)
+    command = [sys.executable, "-m", "lc0distill", "pbt", "--config", args.recipe, "--json",
+               *(["--fresh"] if args.fresh else []), *args.overrides]
+    pbt = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
     summary = json.loads(pbt.stdout.strip().splitlines()[-1])
     pbt_seconds = time.perf_counter() - started
 

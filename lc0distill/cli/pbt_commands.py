@@ -34,7 +34,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def run_pbt_command(args: argparse.Namespace) -> int:
     try:
-        import ray  # noqa: F401
+        import ray.tune  # noqa: F401
     except ImportError:
         raise Lc0DistillError("lc0distill pbt needs Ray Tune: pip install 'lc0distill[pbt]'") from None
     from lc0distill.config import load_config

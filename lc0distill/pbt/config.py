@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from lc0distill.config import RunConfig
 from lc0distill.evaluate import METRICS
@@ -44,7 +44,8 @@ class PbtConfig(BaseModel):
     metric: Literal[METRICS] = Field("policy_loss", description="the held-out metric members are ranked by")  # type: ignore[valid-type]
     quantile_fraction: float = Field(0.25, gt=0.0, le=0.5, description="the share of members that exploit")
     resample_probability: float = Field(0.25, ge=0.0, le=1.0)
-    perturbation_factors: tuple[float, float] = Field((0.8, 1.2), description="explore multiplies by one of these")
+    perturbation_factors: tuple[PositiveFloat, PositiveFloat] = Field(
+        (0.8, 1.2), description="explore multiplies by one of these")
     teacher_weights: Literal["per_teacher", "factorised", "fixed"] = Field(
         "per_teacher", description="per_teacher: each lambda_k searched; factorised: an overall weight times a "
                                    "share per teacher (shares sum to 1); fixed: the recipe's schedules")

@@ -13,6 +13,7 @@ member continues from its last reported checkpoint.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Callable
@@ -54,8 +55,8 @@ def run_pbt(config: PbtRunConfig, ray_address: str | None = None, fresh: bool = 
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 
-    ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             configure_logging=True, ignore_reinit_error=True)
+    _start_ray(ray, ray_address)
+    _quiet_duplicate_checkpoint_errors()
     try:
         experiment = run_dir / "ray" / EXPERIMENT
         trainable = tune.with_resources(_trainable(), {"cpu": config.pbt.cpus_per_member,
@@ -83,6 +84,35 @@ def run_pbt(config: PbtRunConfig, ray_address: str | None = None, fresh: bool = 
     return summarise(run_dir, config)
 
 
+def _start_ray(ray, address: str | None) -> None:
+    """Ray on this machine (address None) or the cluster at `address`; a cluster that cannot be reached is a
+    user's error, said in one line."""
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 configure_logging=True, ignore_reinit_error=True)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        if address is None:
+            raise
+        text = " ".join(str(error).split())[:300]
+        raise Lc0DistillError(f"--ray-address {address}: no Ray cluster could be joined there ({text}); start "
+                              "one with `ray start --head` and give the address it prints") from None
+
+
+class _DuplicateCheckpointFilter(logging.Filter):
+    """Drops Tune's traceback for deleting a checkpoint already deleted: a checkpoint PBT registered twice
+    (see num_to_keep) is deleted once per registration; the second finds no folder, which loses nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, FileNotFoundError) and "Error handling checkpoint" in str(record.msg))
+
+
+def _quiet_duplicate_checkpoint_errors() -> None:
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _DuplicateCheckpointFilter) for f in logger.filters):
+        logger.addFilter(_DuplicateCheckpointFilter())
+
+
 def _trainable():
     from lc0distill.pbt.member import train_member
 
@@ -103,7 +133,9 @@ def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, p
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=str(Path(config.train.run_dir).resolve() / "ray"),
             stop={"step": config.train.steps}, verbose=0, callbacks=[_ProgressCallback()],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt.keep_checkpoints),
+            # PBT registers a donor's reported checkpoint a second time when it picks it for cloning, and Tune
+            # counts both towards num_to_keep: twice the count keeps pbt.keep_checkpoints distinct ones
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2 * pbt.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=0)))
 
 

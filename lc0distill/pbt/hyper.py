@@ -58,6 +58,9 @@ def search_of(config: PbtRunConfig) -> Search:
                                   "give train.lr.kind constant or cosine, or pbt.lr: null")
         if train.lr.kind == "cosine" and pbt.lr.low < train.lr.min_lr:
             raise Lc0DistillError(f"pbt.lr.low ({pbt.lr.low}) is below train.lr.min_lr ({train.lr.min_lr})")
+    if pbt.temperature is not None and pbt.temperature.low <= 0:
+        raise Lc0DistillError(f"pbt.temperature.low ({pbt.temperature.low}) must be above 0 (the distillation "
+                              "temperature divides the logits)")
     if pbt.temperature is not None and loss.temperature.kind != "constant":
         raise Lc0DistillError("pbt.temperature sets a constant temperature: give loss.temperature.kind constant, "
                               "or pbt.temperature: null")
@@ -130,7 +133,8 @@ def _clipped(values: Hyperparameters, search: Search) -> Hyperparameters:
 class Explorer:
     """Tune's custom_explore_fn: perturbs the hyperparameters a member cloned from a better one (each value
     times a factor of pbt.perturbation_factors, or with resample_probability resampled in its bounds), then
-    keeps them in bounds. Runs in the driver; its random stream is seeded, and pickles with the experiment."""
+    keeps them in bounds. Runs in the driver; its random stream is seeded by pbt.seed. Ray does not save a scheduler's state with the
+    experiment: a resumed run starts this stream again from its seed."""
 
     def __init__(self, search: Search):
         self.search = search
@@ -156,6 +160,12 @@ def teacher_lambdas(hyper: Hyperparameters, search: Search) -> dict[str, float]:
     return {name: hyper[f"lambda_{name}"] for name in search.teachers}
 
 
+def fresh_stream_offset(index: int) -> int:
+    """The seed offset of member `index`'s first training stream: member 0 reads the recipe's order (a plain
+    run's), the others orders of their own (the held-out stream uses offset 1)."""
+    return 7919 * index
+
+
 def member_config(config: PbtRunConfig, search: Search, hyper: Hyperparameters, index: int) -> RunConfig:
     """What member `index` trains: the recipe with its hyperparameters, its own run folder and seed, evaluated
     and checkpointed by the member at each report."""
@@ -164,8 +174,9 @@ def member_config(config: PbtRunConfig, search: Search, hyper: Hyperparameters, 
     tree["net_init"] = base.net_init.model_dump(mode="json")
     train = tree["train"]
     train["run_dir"] = str(Path(base.train.run_dir) / "members" / member_name(index))
-    train["seed"] = base.train.seed + index  # its own initial weights
-    tree["data"]["seed"] = base.data.seed + index  # and its own order of the data
+    train["seed"] = base.train.seed + index  # its own initial weights; its own data order: FRESH_STREAM_OFFSET
+    # data.seed stays the recipe's: the held-out sample (seeded by it) is the same for every member, so members
+    # are ranked on the same positions
     train["eval_every"] = 0  # the member evaluates at every report
     train["checkpoint_every"] = pbt.perturb_every
     if not base.train.threads:

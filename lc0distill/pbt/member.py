@@ -24,7 +24,7 @@ from lc0distill.checkpoint import LATEST
 from lc0distill.config import load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.pbt.config import PbtRunConfig
-from lc0distill.pbt.hyper import member_config, member_name, search_of, teacher_lambdas
+from lc0distill.pbt.hyper import fresh_stream_offset, member_config, member_name, search_of, teacher_lambdas
 
 MEMBER_FILE = "member.json"  # beside checkpoint.pt in a reported checkpoint: who saved it, at which step
 
@@ -74,8 +74,7 @@ def train_member(trial_config: dict) -> None:
 
     from lc0distill.train import DataStream, Throughput, open_run, train_until
 
-    if Path(trial_config.get("cwd", ".")).is_dir():  # the recipe's relative paths are the driver's
-        os.chdir(trial_config["cwd"])
+    _enter_driver_folder(trial_config.get("cwd"))
     recipe: PbtRunConfig = load_config(trial_config["recipe"], validate=PbtRunConfig)
     search, hyper = search_of(recipe), dict(trial_config["hyper"])
     index = member_index(tune.get_context().get_trial_id())
@@ -92,6 +91,8 @@ def train_member(trial_config: dict) -> None:
         (run_dir / LATEST).unlink()
     run = open_run(config, log=_log_to(run_dir / "member.log"), resume=checkpoint is not None)
     event = _start_event(run, origin, name, hyper, search)
+    if event["event"] == "fresh":
+        run.stream = DataStream(start=0, seed_offset=fresh_stream_offset(index))
     if event["event"] == "exploit":  # another member's data position: read a stream of this member's own
         run.stream = DataStream(start=run.batches_consumed, seed_offset=2 + run.batches_consumed + 7919 * (index + 1))
     run.record("pbt", event)
@@ -106,6 +107,18 @@ def train_member(trial_config: dict) -> None:
     finally:
         batches.close()
         run.close_logs()
+
+
+def _enter_driver_folder(folder: str | None) -> None:
+    """Members work in the driver's folder, where the recipe's relative paths (data, teachers, run_dir) point;
+    on a Ray cluster it must exist on every node (shared storage at the same path)."""
+    if folder is None:
+        return
+    if not Path(folder).is_dir():
+        raise Lc0DistillError(f"the driver's folder {folder} is not on this Ray node ({os.uname().nodename}): "
+                              "every node needs the run's folder and the recipe's paths at the same place "
+                              "(shared storage)")
+    os.chdir(folder)
 
 
 def _start_event(run, origin: dict | None, name: str, hyper: dict, search) -> dict:

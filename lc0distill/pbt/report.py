@@ -40,6 +40,8 @@ def _rows(name: str, events: list[dict], metric: str) -> list[dict]:
         if event["event"] == "exploit":
             started = f"exploited {event['source']} (its step {event['source_step']})"
         elif event["event"] == "resume":
+            # a kill lost the reports after the checkpoint resumed from: the member trained them again
+            rows = [row for row in rows if row["step"] <= event["step"]]
             started = started if rows else "resumed"
         elif event["event"] == "report":
             rows.append({"member": name, "step": event["step"], metric: event.get(metric),

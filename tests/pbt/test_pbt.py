@@ -86,7 +86,8 @@ def test_member_config_carries_its_hyperparameters(tmp_path):
     assert [e.weight.weight for e in member.teacher.entries] == [0.0, 1.25]
     assert {e.weight.kind for e in member.teacher.entries} == {"pbt"}
     assert member.train.run_dir == str(tmp_path / "pbt" / "members" / "member-3")
-    assert member.train.seed == 3 and member.data.seed == 3 and member.train.checkpoint_every == 4
+    assert member.train.seed == 3 and member.train.checkpoint_every == 4
+    assert member.data.seed == config.data.seed  # every member is ranked on the same held-out positions
 
 
 @pytest.mark.parametrize("override, message", [
@@ -94,6 +95,7 @@ def test_member_config_carries_its_hyperparameters(tmp_path):
     ("loss.temperature.kind=linear", "constant temperature"),
     ("pbt.perturb_every=50", "more than train.steps"),
     ("pbt.teacher_weight.high=20", "above 10"),
+    ("pbt.temperature={low: 0, high: 3}", "must be above 0"),
 ])
 def test_search_errors(tmp_path, override, message):
     extra = ["train.lr.lr_values=[0.1]"] if "steps" in override else []
@@ -103,6 +105,11 @@ def test_search_errors(tmp_path, override, message):
         search_of(config)
 
 
+def test_explore_factors_must_be_positive(tmp_path):
+    with pytest.raises(Lc0DistillError, match="perturbation_factors"):
+        load_config(_recipe(tmp_path), ["pbt.perturbation_factors=[0,1.2]"], validate=PbtRunConfig)
+
+
 def test_an_ensemble_recipe_needs_a_weight_per_teacher(tmp_path):
     config = load_config(_recipe(tmp_path), [f"teacher.nets=[{NETS[0]},{NETS[1]}]"], validate=PbtRunConfig)
     with pytest.raises(Lc0DistillError, match="its own weight"):
@@ -110,6 +117,25 @@ def test_an_ensemble_recipe_needs_a_weight_per_teacher(tmp_path):
     fixed = load_config(_recipe(tmp_path), [f"teacher.nets=[{NETS[0]},{NETS[1]}]", "pbt.teacher_weights=fixed"],
                         validate=PbtRunConfig)
     assert search_of(fixed).teachers == ()
+
+
+def test_only_the_duplicate_checkpoint_deletion_error_is_dropped():
+    pytest.importorskip("ray.tune", reason="Ray Tune is the optional extra: pip install -e '.[pbt]'")
+    import logging
+
+    from lc0distill.pbt.driver import _DuplicateCheckpointFilter
+
+    def record(error):
+        try:
+            raise error
+        except Exception:
+            return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, __file__, 1,
+                                     "Trial %s: Error handling checkpoint %s", ("t", "c"), sys.exc_info())
+
+    keep = _DuplicateCheckpointFilter().filter
+    assert not keep(record(FileNotFoundError("Path not found")))
+    assert keep(record(OSError("disk full")))  # any other failure to handle a checkpoint is shown
+    assert keep(logging.LogRecord("x", logging.ERROR, __file__, 1, "Trial failed", (), None))
 
 
 # -- real runs on Ray ---------------------------------------------------------------------------------------
@@ -193,33 +219,46 @@ def test_pbt_run_leaves_the_best_net_table_and_figure(finished_run):
 @pytest.mark.slow
 def test_a_killed_pbt_run_resumes(tmp_path):
     _need_artifacts()
-    recipe = _recipe(tmp_path, steps=16)
+    recipe = _recipe(tmp_path, steps=24)
     run_dir = tmp_path / "pbt"
+    members = ("member-0", "member-1")
     process = subprocess.Popen(_pbt_command(recipe), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:  # until both members reported step 8
-        reported = [_reported_steps(run_dir, m) for m in ("member-0", "member-1")]
-        if all(steps and max(steps) >= 8 for steps in reported):
+        if all(max(_reported_steps(run_dir, m), default=0) >= 8 for m in members):
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
+    reached = {m: max(_reported_steps(run_dir, m), default=0) for m in members}
+    # Tune records a reported checkpoint in its experiment state within TUNE_GLOBAL_CHECKPOINT_S (1 s, set by
+    # the driver): after 2 s more, the checkpoints of the steps reached are Tune's, and none may be lost.
+    time.sleep(2.0)
     assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     process.wait()
-    before = {m: max(_reported_steps(run_dir, m)) for m in ("member-0", "member-1")}
+    lines_before = {m: len((run_dir / "members" / m / "metrics.jsonl").read_text().splitlines()) for m in members}
+    assert all(steps >= 8 for steps in reached.values()), reached
     done = subprocess.run(_pbt_command(recipe), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the PBT run" in done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {m["step"] for m in summary["members"]} == {16}
-    for member in ("member-0", "member-1"):
-        starts = [e for e in _events(run_dir, member) if e["event"] in ("fresh", "resume", "exploit")]
-        restarted = starts[-1]
-        # After the kill each member went on from a reported checkpoint (its own or, exploiting, another's),
-        # not from step 0; a fresh start happened once, at the beginning.
-        assert [e["event"] for e in starts].count("fresh") == 1
-        assert restarted["event"] in ("resume", "exploit") and restarted["step"] >= 4
-    assert max(before.values()) >= 8
+    assert {m["step"] for m in summary["members"]} == {24}
+    for member in members:
+        events = _events(run_dir, member)
+        assert [e["event"] for e in events].count("fresh") == 1  # a fresh start once, at the beginning
+        records = [json.loads(line) for line in (run_dir / "members" / member / "metrics.jsonl").read_text().splitlines()]
+        after_kill = [r for r in records[lines_before[member]:] if r["kind"] == "pbt"]
+        restarted = next(e for e in after_kill if e["event"] in ("fresh", "resume", "exploit"))
+        if restarted["event"] == "resume":  # its own last checkpoint Tune held: no segment it reported is lost
+            assert restarted["step"] >= reached[member]
+            saved = [e for e in events if e["event"] == "report" and e["step"] == restarted["step"]]
+            assert restarted["fingerprint"] == saved[0]["fingerprint"]  # the very weights it reported there
+        else:  # killed between an exploit and its restart: Tune restores the clone it had decided on
+            assert restarted["event"] == "exploit" and restarted["fingerprint"] == restarted["source_fingerprint"]
+    rows = [line for line in (run_dir / "pbt.md").read_text().splitlines()[2:]]
+    # The segments trained again after the kill replace the lost reports in the table: no row twice (an exploit
+    # repeats a step, with other hyperparameters).
+    assert len(rows) == len({tuple(row.split("|")[1:7]) for row in rows})
 
 
 def _reported_steps(run_dir: Path, member: str) -> list[int]:
