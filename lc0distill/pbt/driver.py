@@ -94,8 +94,11 @@ def _start_ray(ray, address: str | None) -> None:
         if address is None:
             raise
         text = " ".join(str(error).split())[:300]
+        auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+            "; a cluster started with token authentication (ray start's default) is joined with RAY_AUTH_MODE=token "
+            "in the environment and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
         raise Lc0DistillError(f"--ray-address {address}: no Ray cluster could be joined there ({text}); start "
-                              "one with `ray start --head` and give the address it prints") from None
+                              f"one with `ray start --head` and give the address it prints{auth}") from None
 
 
 class _DuplicateCheckpointFilter(logging.Filter):
