@@ -19,15 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=str(ROOT / "configs" / "pbt-kickstart-maia.yaml"))
-    parser.add_argument("--fixed-steps", type=int, help="steps of the fixed run (default: population x train.steps, the PBT run's total)")
+    parser.add_argument("--fixed-steps", type=int,
+                        help="steps of the fixed run (default: population x train.steps, the PBT run's total)")
     parser.add_argument("--fresh", action="store_true", help="start the PBT run again (lc0distill pbt --fresh)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -57,27 +56,29 @@ def main() -> int:
                    stdout=subprocess.PIPE, text=True, check=True)
     fixed_seconds = time.perf_counter() - started
     metric = summary["metric"]
-    at_member_steps = _test_metric_at(fixed_dir / "metrics.jsonl", config.train.steps, metric)
+    fixed_at = _test_metric_by_step(fixed_dir / "metrics.jsonl", metric)
 
     print(Path(summary["table"]).read_text())
     result = {"pbt_best_member": summary["best"]["member"], f"pbt_best_{metric}": summary["best"][metric],
               "pbt_best_hyperparameters": summary["best"]["hyperparameters"],
               "pbt_members": {m["member"]: m[metric] for m in summary["members"]},
               "pbt_exploits": len(summary["exploits"]), "pbt_seconds": round(pbt_seconds),
-              "fixed_steps": steps, f"fixed_{metric}": _test_metric_at(fixed_dir / "metrics.jsonl", steps, metric),
-              f"fixed_{metric}_at_step_{config.train.steps}": at_member_steps,
+              "fixed_steps": steps, f"fixed_{metric}": fixed_at.get(steps),
+              f"fixed_{metric}_at_step_{config.train.steps}": fixed_at.get(config.train.steps),
               "fixed_seconds": round(fixed_seconds), "png": summary["png"], "fixed_run": str(fixed_dir)}
     print(json.dumps(result))
     return 0
 
 
-def _test_metric_at(metrics: Path, step: int, metric: str) -> float | None:
-    """The fixed run's held-out metric at a step (its "test" records, every perturb_every steps)."""
+def _test_metric_by_step(metrics: Path, metric: str) -> dict[int, float | None]:
+    """{step: the fixed run's held-out metric} from its "test" records (every perturb_every steps; the first
+    record of a step, as a finished run evaluated again adds another)."""
+    by_step: dict[int, float | None] = {}
     for line in metrics.read_text().splitlines():
         record = json.loads(line)
-        if record["kind"] == "test" and record["step"] == step:
-            return record.get(metric)
-    return None
+        if record["kind"] == "test":
+            by_step.setdefault(record["step"], record.get(metric))
+    return by_step
 
 
 if __name__ == "__main__":

@@ -133,8 +133,8 @@ def _clipped(values: Hyperparameters, search: Search) -> Hyperparameters:
 class Explorer:
     """Tune's custom_explore_fn: perturbs the hyperparameters a member cloned from a better one (each value
     times a factor of pbt.perturbation_factors, or with resample_probability resampled in its bounds), then
-    keeps them in bounds. Runs in the driver; its random stream is seeded by pbt.seed. Ray does not save a scheduler's state with the
-    experiment: a resumed run starts this stream again from its seed."""
+    keeps them in bounds. Runs in the driver; its random stream is seeded by pbt.seed. Ray does not save a
+    scheduler's state with the experiment: a resumed run starts this stream again from its seed."""
 
     def __init__(self, search: Search):
         self.search = search
@@ -160,10 +160,19 @@ def teacher_lambdas(hyper: Hyperparameters, search: Search) -> dict[str, float]:
     return {name: hyper[f"lambda_{name}"] for name in search.teachers}
 
 
+MEMBER_STREAM_STRIDE = 7919  # a prime: members' stream seed offsets never meet at small batch counts
+
+
 def fresh_stream_offset(index: int) -> int:
     """The seed offset of member `index`'s first training stream: member 0 reads the recipe's order (a plain
     run's), the others orders of their own (the held-out stream uses offset 1)."""
-    return 7919 * index
+    return MEMBER_STREAM_STRIDE * index
+
+
+def exploit_stream_offset(index: int, batches_consumed: int) -> int:
+    """The seed offset of the stream member `index` reads after cloning another member at `batches_consumed`:
+    a stream of its own from there, not the donor's."""
+    return 2 + batches_consumed + MEMBER_STREAM_STRIDE * (index + 1)
 
 
 def member_config(config: PbtRunConfig, search: Search, hyper: Hyperparameters, index: int) -> RunConfig:
@@ -174,7 +183,7 @@ def member_config(config: PbtRunConfig, search: Search, hyper: Hyperparameters, 
     tree["net_init"] = base.net_init.model_dump(mode="json")
     train = tree["train"]
     train["run_dir"] = str(Path(base.train.run_dir) / "members" / member_name(index))
-    train["seed"] = base.train.seed + index  # its own initial weights; its own data order: FRESH_STREAM_OFFSET
+    train["seed"] = base.train.seed + index  # its own initial weights (its own data order: fresh_stream_offset)
     # data.seed stays the recipe's: the held-out sample (seeded by it) is the same for every member, so members
     # are ranked on the same positions
     train["eval_every"] = 0  # the member evaluates at every report

@@ -24,7 +24,8 @@ from lc0distill.checkpoint import LATEST
 from lc0distill.config import load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.pbt.config import PbtRunConfig
-from lc0distill.pbt.hyper import fresh_stream_offset, member_config, member_name, search_of, teacher_lambdas
+from lc0distill.pbt.hyper import (exploit_stream_offset, fresh_stream_offset, member_config, member_name,
+                                  search_of, teacher_lambdas)
 
 MEMBER_FILE = "member.json"  # beside checkpoint.pt in a reported checkpoint: who saved it, at which step
 
@@ -94,7 +95,8 @@ def train_member(trial_config: dict) -> None:
     if event["event"] == "fresh":
         run.stream = DataStream(start=0, seed_offset=fresh_stream_offset(index))
     if event["event"] == "exploit":  # another member's data position: read a stream of this member's own
-        run.stream = DataStream(start=run.batches_consumed, seed_offset=2 + run.batches_consumed + 7919 * (index + 1))
+        run.stream = DataStream(start=run.batches_consumed,
+                                seed_offset=exploit_stream_offset(index, run.batches_consumed))
     run.record("pbt", event)
     batches, throughput = run.batches(), Throughput.now()
     steps, every = config.train.steps, recipe.pbt.perturb_every

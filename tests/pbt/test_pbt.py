@@ -151,9 +151,12 @@ def _pbt_command(recipe: Path, *extra) -> list[str]:
     return [sys.executable, "-m", "lc0distill", "pbt", "--config", str(recipe), "--json", *extra]
 
 
+def _records(run_dir: Path, member: str) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "members" / member / "metrics.jsonl").read_text().splitlines()]
+
+
 def _events(run_dir: Path, member: str, kind="pbt") -> list[dict]:
-    lines = (run_dir / "members" / member / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+    return [r for r in _records(run_dir, member) if r["kind"] == kind]
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +189,7 @@ def test_exploit_copies_weights_and_hyperparameters_exactly(finished_run):
         assert any(line[4]["hyper"] == event["source_hyperparameters"] and line[5]["hyper"] == event["hyperparameters"]
                    for line in global_log)
         # The member's next logged training step (in the file, after the exploit) used them.
-        records = [json.loads(line) for line in (run_dir / "members" / member / "metrics.jsonl").read_text().splitlines()]
+        records = _records(run_dir, member)
         after = records[records.index(event) + 1:]
         trained = next(r for r in after if r["kind"] == "train")
         hyper = event["hyperparameters"]
@@ -246,7 +249,7 @@ def test_a_killed_pbt_run_resumes(tmp_path):
     for member in members:
         events = _events(run_dir, member)
         assert [e["event"] for e in events].count("fresh") == 1  # a fresh start once, at the beginning
-        records = [json.loads(line) for line in (run_dir / "members" / member / "metrics.jsonl").read_text().splitlines()]
+        records = _records(run_dir, member)
         after_kill = [r for r in records[lines_before[member]:] if r["kind"] == "pbt"]
         restarted = next(e for e in after_kill if e["event"] in ("fresh", "resume", "exploit"))
         if restarted["event"] == "resume":  # its own last checkpoint Tune held: no segment it reported is lost
