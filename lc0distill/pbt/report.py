@@ -32,6 +32,30 @@ def member_events(member_dir: Path) -> list[dict]:
     return events
 
 
+START_EVENTS = ("fresh", "resume", "exploit")
+
+
+def kept_history(events: list[dict]) -> list[dict]:
+    """The member's events without the work a kill lost, which it then trained again: after a resume at step s
+    its earlier reports beyond s; an exploit Tune replays after a restore (the same source, source step and
+    step as the member's last start) replaces that start and what followed it."""
+    kept: list[dict] = []
+    for event in events:
+        if event["event"] == "resume":
+            kept = [e for e in kept if not (e["event"] == "report" and e["step"] > event["step"])]
+        elif event["event"] == "exploit":
+            starts = [i for i, e in enumerate(kept) if e["event"] in START_EVENTS]
+            if starts and _same_exploit(kept[starts[-1]], event):
+                kept = kept[:starts[-1]]
+        kept.append(event)
+    return kept
+
+
+def _same_exploit(earlier: dict, event: dict) -> bool:
+    keys = ("event", "source", "source_step", "step")
+    return all(earlier.get(key) == event.get(key) for key in keys)
+
+
 def _rows(name: str, events: list[dict], metric: str) -> list[dict]:
     """One row per report: the step, the metric, the hyperparameters and teacher weights it trained with,
     and how the segment started (an exploit names its source)."""
@@ -40,8 +64,6 @@ def _rows(name: str, events: list[dict], metric: str) -> list[dict]:
         if event["event"] == "exploit":
             started = f"exploited {event['source']} (its step {event['source_step']})"
         elif event["event"] == "resume":
-            # a kill lost the reports after the checkpoint resumed from: the member trained them again
-            rows = [row for row in rows if row["step"] <= event["step"]]
             started = started if rows else "resumed"
         elif event["event"] == "report":
             rows.append({"member": name, "step": event["step"], metric: event.get(metric),
@@ -57,7 +79,7 @@ def summarise(run_dir: Path, config: PbtRunConfig) -> dict:
     members, rows, exploits = [], [], []
     for index in range(config.pbt.population):
         name = member_name(index)
-        events = member_events(run_dir / "members" / name)
+        events = kept_history(member_events(run_dir / "members" / name))
         reports = [e for e in events if e["event"] == "report"]
         last = reports[-1] if reports else {}
         members.append({"member": name, "step": last.get("step", 0), metric: last.get(metric),

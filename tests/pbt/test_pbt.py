@@ -138,6 +138,33 @@ def test_only_the_duplicate_checkpoint_deletion_error_is_dropped():
     assert keep(logging.LogRecord("x", logging.ERROR, __file__, 1, "Trial failed", (), None))
 
 
+def _event(kind, step, source=None, source_step=None):
+    event = {"kind": "pbt", "event": kind, "step": step}
+    return {**event, "source": source, "source_step": source_step} if kind == "exploit" else event
+
+
+def test_the_history_drops_what_a_kill_lost_and_keeps_what_tune_used():
+    from lc0distill.pbt.report import kept_history
+
+    def steps(events):
+        return [(e["event"], e["step"]) for e in kept_history(events)]
+
+    # As seen after a kill: resumed at 16 twice (the report at 20 between them was lost), and an exploit of
+    # member-0's step 12 that Tune restored again after the kill (the report at 16 after it was lost).
+    resumed = [_event("fresh", 0), _event("report", 16), _event("resume", 16), _event("report", 20),
+               _event("resume", 16), _event("report", 20), _event("report", 24)]
+    assert steps(resumed) == [("fresh", 0), ("report", 16), ("resume", 16), ("resume", 16), ("report", 20),
+                              ("report", 24)]
+    replayed = [_event("report", 12), _event("exploit", 12, "member-0", 12), _event("report", 16),
+                _event("exploit", 12, "member-0", 12), _event("report", 16), _event("report", 20)]
+    assert steps(replayed) == [("report", 12), ("exploit", 12), ("report", 16), ("report", 20)]
+    # Asynchronous PBT cloning a lagging donor: the member's own report at 600 was real (Tune ranked it), and a
+    # second exploit of another checkpoint is a new one.
+    lagging = [_event("report", 600), _event("exploit", 500, "member-0", 500), _event("report", 600),
+               _event("exploit", 600, "member-1", 600), _event("report", 700)]
+    assert steps(lagging) == [(e["event"], e["step"]) for e in lagging]
+
+
 # -- real runs on Ray ---------------------------------------------------------------------------------------
 
 def _need_artifacts():
