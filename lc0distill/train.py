@@ -467,6 +467,20 @@ class Run:
                 if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
                     self.writer.add_scalar(f"{kind}/{name}", value, self.step)
 
+    def recorded(self, kind: str, step: int) -> dict:
+        """The values of the last `kind` record at `step` in metrics.jsonl ({} if none; a line a kill cut
+        short is passed over)."""
+        found: dict = {}
+        path = self.run_dir / "metrics.jsonl"
+        for line in (path.read_text().splitlines() if path.is_file() else []):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("kind") == kind and entry.get("step") == step:
+                found = {k: v for k, v in entry.items() if k not in ("kind", "step")}
+        return found
+
     def evaluate(self) -> dict:
         net = self.swa.model if self.swa is not None else self.student
         metrics = evaluate_net(net, self.test_batches(), self.config.train.eval_positions, self.eval_teacher)
@@ -559,8 +573,11 @@ class Throughput:
 def _loop(run: Run) -> RunResult:
     train_config = run.config.train
     throughput = Throughput.now()
+    started_at = run.step
     metrics = train_until(run, run.batches(), train_config.steps, throughput)
-    if run.rank == 0 and (not train_config.eval_every or run.step % train_config.eval_every):
+    if run.rank == 0 and run.step == started_at:  # a finished run started again: what it said at its end
+        metrics = run.recorded("test", run.step) or run.evaluate()
+    elif run.rank == 0 and (not train_config.eval_every or run.step % train_config.eval_every):
         metrics = run.evaluate()
     run.final_outputs()
     if run.world > 1:

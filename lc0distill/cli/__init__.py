@@ -34,9 +34,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command's arguments. A command with KEY=VALUE overrides (train, pbt) takes them anywhere among its
+    flags (argparse alone gives a positional list one place: `train --config R a=1 --fresh b=2` would refuse
+    b=2); any other word it does not know is refused as argparse refuses it."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and isinstance(getattr(args, "overrides", None), list) and all(map(_is_override, unknown)):
+        args.overrides = [*args.overrides, *unknown]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _is_override(word: str) -> bool:
+    return not word.startswith("-") and "=" in word
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     try:
         return int(args.run(args) or 0)
     except Lc0DistillError as error:

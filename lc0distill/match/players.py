@@ -10,6 +10,7 @@ naming the net.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 import weakref
@@ -60,8 +61,35 @@ class _EngineStderr(logging.Filter):
         return f"; its last words: {' | '.join(lines)}" if lines else ""
 
 
+class _EngineErrorLines(logging.Filter):
+    """lc0 says what went wrong on stdout, in lines starting "error" (a net it cannot read: "error <fd:4>:
+    unknown compression method"), and then never answers `go`; python-chess logs them as unexpected output.
+    Keep each process's error lines, so that a player stops waiting at once and names them."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "%s: Unexpected engine output: %r" or not isinstance(record.args, tuple) \
+                or len(record.args) != 2 or not str(record.args[1]).startswith("error"):
+            return True
+        try:
+            self.lines.setdefault(record.args[0], []).append(str(record.args[1]).strip())
+        except TypeError:
+            return True
+        return False
+
+    def said(self, protocol: object) -> list[str]:
+        return list(self.lines.get(protocol, ()))
+
+
 _STDERR = _EngineStderr()
+_ERRORS = _EngineErrorLines()
 logging.getLogger("chess.engine").addFilter(_STDERR)
+logging.getLogger("chess.engine").addFilter(_ERRORS)
+
+ERROR_POLL_SECONDS = 0.2  # how soon a player waiting for a move sees an error line lc0 printed
 
 
 @dataclass
@@ -150,7 +178,10 @@ class UciPlayer:
             # `optional`: defaults of ours that an engine without the option (another lc0 version) goes without
             options = {k: v for k, v in options.items() if k not in optional or k in self.engine.options}
             self.engine.configure({"WeightsFile": str(weights), **options})
-            self.engine.ping()  # lc0 loads the net lazily: make it load now, so a bad net fails here
+            self._load_net()
+            refused = _ERRORS.said(self.engine.protocol)
+            if refused:
+                raise chess.engine.EngineError(" | ".join(refused))
         except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError, asyncio.TimeoutError,
                 TimeoutError) as error:
             said = _STDERR.last(self.engine.protocol) if self.engine is not None else ""
@@ -160,6 +191,17 @@ class UciPlayer:
                                 f"{said}") from None
         self.version = self.engine.id.get("name", "lc0")
         self.failed = False
+
+    def _load_net(self) -> None:
+        """lc0 loads its net at the first ucinewgame (or go), not at isready: load it now, so that a net it
+        refuses fails here and the first move's clock does not pay for the loading."""
+        protocol = self.engine.protocol
+
+        async def load() -> None:
+            protocol.send_line("ucinewgame")
+            await protocol.ping()
+
+        asyncio.run_coroutine_threadsafe(asyncio.wait_for(load(), 120), protocol.loop).result()
 
     def choose(self, state: GameState, limit: chess.engine.Limit, game_id: object) -> Move:
         start = time.perf_counter()
@@ -192,7 +234,18 @@ class UciPlayer:
         coroutine = asyncio.wait_for(self.engine.protocol.play(board, limit, game=game_id,
                                                                info=chess.engine.INFO_SCORE | chess.engine.INFO_BASIC),
                                      budget)
-        return asyncio.run_coroutine_threadsafe(coroutine, self.engine.protocol.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.engine.protocol.loop)
+        errors = len(_ERRORS.said(self.engine.protocol))
+        while True:
+            try:
+                return future.result(timeout=ERROR_POLL_SECONDS)
+            except concurrent.futures.TimeoutError:
+                if future.done():  # the move's own deadline (a TimeoutError too, in Python 3.11)
+                    raise
+                said = _ERRORS.said(self.engine.protocol)[errors:]
+                if said:  # lc0 never answers a go after an error: stop waiting for it
+                    future.cancel()
+                    raise chess.engine.EngineError(" | ".join(said)) from None
 
     def close(self) -> None:
         """quit, or for an engine that failed (it may hang), kill at once."""

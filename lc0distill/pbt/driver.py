@@ -4,6 +4,7 @@ The experiment's folder is the recipe's train.run_dir:
     recipe.yaml       the recipe as run (members read it; a restored run must be given the same recipe)
     members/member-N  each member's run folder (metrics.jsonl with its "pbt" events, checkpoint.pt, final nets)
     ray/pbt           Ray Tune's results folder (trials, their checkpoints, pbt_global.txt, experiment state)
+    ray/restores.json how many times the run was restored (each start's explore draws differ)
     pbt.json, pbt.md  the summary and the table of each member's hyperparameters over steps (lc0distill.pbt.report)
     pbt.png           each member's lambda_k, lr and held-out metric over steps
     best.pb.gz, best.pt  the best member's final net
@@ -13,6 +14,7 @@ member continues from its last reported checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -21,7 +23,8 @@ from typing import Callable
 from lc0distill.config import dump_config, load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.pbt.config import PbtRunConfig
-from lc0distill.pbt.hyper import Explorer, initial_population, member_config, search_of
+from lc0distill.fileio import write_atomic
+from lc0distill.pbt.hyper import Explorer, initial_population, member_config, read_restores, search_of
 from lc0distill.pbt.member import member_index
 from lc0distill.pbt.report import summarise
 from lc0distill.progress import track
@@ -67,9 +70,11 @@ def run_pbt(config: PbtRunConfig, ray_address: str | None = None, fresh: bool = 
                                       "2.60's scheduler waits forever for members restored at different steps. "
                                       "Start again with --fresh (pbt.synch: false runs resume)")
             log(f"resuming the PBT run in {run_dir}")
+            _count_restore(run_dir)
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
+            _write_restores(run_dir, 0)
             tuner = _new_tuner(tune, PopulationBasedTraining, trainable, config, search, population, recipe)
         total = config.pbt.population * config.train.steps
         with track("pbt", total=total, unit="steps", log=log) as bar:
@@ -125,7 +130,7 @@ def _trainable():
 def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, population, recipe: Path):
     pbt = config.pbt
     scheduler = scheduler_class(time_attr="step", perturbation_interval=pbt.perturb_every,
-                                custom_explore_fn=Explorer(search), quantile_fraction=pbt.quantile_fraction,
+                                custom_explore_fn=Explorer(search, _restores_file(Path(config.train.run_dir).resolve())), quantile_fraction=pbt.quantile_fraction,
                                 resample_probability=pbt.resample_probability,
                                 perturbation_factors=tuple(pbt.perturbation_factors), synch=pbt.synch)
     return tune.Tuner(
@@ -140,6 +145,21 @@ def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, p
             # counts both towards num_to_keep: twice the count keeps pbt.keep_checkpoints distinct ones
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2 * pbt.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=0)))
+
+
+def _restores_file(run_dir: Path) -> Path:
+    """How many times the experiment was restored: seeds the explore draws of each start apart."""
+    return run_dir / "ray" / "restores.json"
+
+
+def _count_restore(run_dir: Path) -> None:
+    _write_restores(run_dir, read_restores(_restores_file(run_dir)) + 1)
+
+
+def _write_restores(run_dir: Path, restores: int) -> None:
+    path = _restores_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps({"restores": restores}) + "\n").encode())
 
 
 def _trial_folder(trial) -> str:

@@ -8,6 +8,7 @@ and the teachers' weights, either "lambda_<teacher>" each (per_teacher) or "weig
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -133,12 +134,22 @@ def _clipped(values: Hyperparameters, search: Search) -> Hyperparameters:
 class Explorer:
     """Tune's custom_explore_fn: perturbs the hyperparameters a member cloned from a better one (each value
     times a factor of pbt.perturbation_factors, or with resample_probability resampled in its bounds), then
-    keeps them in bounds. Runs in the driver; its random stream is seeded by pbt.seed. Ray does not save a
-    scheduler's state with the experiment: a resumed run starts this stream again from its seed."""
+    keeps them in bounds. Runs in the driver; its random stream is seeded by pbt.seed and by how many times
+    the experiment was restored (read from `restores`, the driver's count): Ray saves no scheduler state, so
+    a stream seeded by pbt.seed alone would repeat, after a kill, the draws made before it."""
 
-    def __init__(self, search: Search):
-        self.search = search
-        self.rng = random.Random(search.pbt.seed + 1)
+    def __init__(self, search: Search, restores: Path | None = None):
+        self.search, self.restores = search, restores
+        self._rng: random.Random | None = None
+
+    def __getstate__(self) -> dict:  # pickled with the experiment: a restored copy makes its stream again
+        return {**self.__dict__, "_rng": None}
+
+    @property
+    def rng(self) -> random.Random:
+        if self._rng is None:
+            self._rng = explore_stream(self.search.pbt.seed, read_restores(self.restores))
+        return self._rng
 
     def __call__(self, trial_config: dict) -> dict:
         return {**trial_config, "hyper": self.explore(trial_config["hyper"])}
@@ -151,6 +162,21 @@ class Explorer:
             else:
                 new[name] = value * self.rng.choice(pbt.perturbation_factors)
         return _clipped(new, self.search)
+
+
+def explore_stream(seed: int, restores: int) -> random.Random:
+    """The explore draws of an experiment's first start (restores 0) and of each restore, all different."""
+    return random.Random(seed + 1 if restores == 0 else f"{seed + 1}/restore {restores}")
+
+
+def read_restores(path: Path | None) -> int:
+    """The driver's count of restores in `path` (JSON {"restores": n}); 0 without one."""
+    if path is None or not path.is_file():
+        return 0
+    try:
+        return int(json.loads(path.read_text())["restores"])
+    except (ValueError, KeyError, TypeError):
+        raise Lc0DistillError(f"{path}: not a count of restores ({{\"restores\": n}})") from None
 
 
 def teacher_lambdas(hyper: Hyperparameters, search: Search) -> dict[str, float]:

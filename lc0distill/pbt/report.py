@@ -36,23 +36,39 @@ START_EVENTS = ("fresh", "resume", "exploit")
 
 
 def kept_history(events: list[dict]) -> list[dict]:
-    """The member's events without the work a kill lost, which it then trained again: after a resume at step s
-    its earlier reports beyond s; an exploit Tune replays after a restore (the same source, source step and
-    step as the member's last start) replaces that start and what followed it."""
+    """The member's events along the path Tune kept, without the branches a kill or a restart abandoned (work
+    the member then trained again):
+    - a resume loads the checkpoint of one of the member's reports (the same fingerprint): the events after
+      that report were lost;
+    - an exploit that repeats an earlier one (the same source checkpoint and explored hyperparameters: Tune
+      restoring the clone it had decided on) replaces that exploit and what followed it.
+    An exploit that is new keeps the member's earlier reports: Tune ranked them, even when the clone's step is
+    behind them (asynchronous PBT cloning a lagging donor)."""
     kept: list[dict] = []
     for event in events:
         if event["event"] == "resume":
-            kept = [e for e in kept if not (e["event"] == "report" and e["step"] > event["step"])]
+            kept = kept[:_resumed_from(kept, event)]
         elif event["event"] == "exploit":
-            starts = [i for i, e in enumerate(kept) if e["event"] in START_EVENTS]
-            if starts and _same_exploit(kept[starts[-1]], event):
-                kept = kept[:starts[-1]]
+            earlier = [i for i, e in enumerate(kept) if e["event"] == "exploit" and _same_exploit(e, event)]
+            if earlier:
+                kept = kept[:earlier[-1]]
         kept.append(event)
     return kept
 
 
+def _resumed_from(kept: list[dict], resume: dict) -> int:
+    """How many of the kept events stay before a resume: those up to the report whose checkpoint it loaded,
+    or, with no report of that fingerprint, all but the reports beyond its step."""
+    loaded = resume.get("fingerprint")
+    for index in range(len(kept) - 1, -1, -1):
+        if loaded is not None and kept[index]["event"] == "report" and kept[index].get("fingerprint") == loaded:
+            return index + 1
+    beyond = [i for i, e in enumerate(kept) if e["event"] == "report" and e["step"] > resume["step"]]
+    return beyond[0] if beyond else len(kept)
+
+
 def _same_exploit(earlier: dict, event: dict) -> bool:
-    keys = ("event", "source", "source_step", "step")
+    keys = ("source", "source_step", "source_fingerprint", "step", "hyperparameters")
     return all(earlier.get(key) == event.get(key) for key in keys)
 
 

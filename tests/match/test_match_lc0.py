@@ -57,9 +57,11 @@ def test_a_pt_net_plays_in_lc0_at_a_node_limit(tmp_path, capsys):
 def test_a_net_lc0_refuses_is_one_line_naming_it(tmp_path, capsys):
     broken = tmp_path / "broken.pb.gz"
     broken.write_bytes(b"\x1f\x8b" + bytes(30))
-    # lc0 reads the net at its first go, says "error" and never answers: the move timeout ends it (10 s here)
-    code, _, err = _match(capsys, MAIA[0], broken, "--nodes", 1, "--games", 2, "--move-timeout", 10)
+    # lc0 reads the net at its first ucinewgame, prints "error ..." on stdout and would never answer a go: the
+    # player loads it at its start and fails there with lc0's words (not after the 60 s move timeout)
+    code, _, err = _match(capsys, MAIA[0], broken, "--nodes", 1, "--games", 2)
     assert code == 2 and err.count("lc0distill: error:") == 1 and "broken" in err, err
+    assert "does not start with" in err and "unknown compression method" in err, err
 
 
 @pytest.mark.parametrize("limit, value, time_control", [("--tc", "2+0.05", "2+0.05"), ("--movetime", 40, "1/0.04")])

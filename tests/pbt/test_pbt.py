@@ -63,6 +63,35 @@ def test_explore_perturbs_within_bounds_and_switches_weak_teachers_off(tmp_path)
     assert grown.explore(hyper) == {"lr": 0.2, "temperature": 3.0, "lambda_maia-1100": 0.12, "lambda_maia-1900": 2.0}
 
 
+def test_a_restored_explorer_draws_anew_and_the_first_start_keeps_its_seed(tmp_path):
+    import pickle
+
+    search = search_of(_config(tmp_path, resample_probability=0.5))
+    hyper = {"lr": 0.02, "temperature": 1.2, "lambda_maia-1100": 1.0, "lambda_maia-1900": 0.5}
+    restores = tmp_path / "restores.json"
+    restores.write_text('{"restores": 0}')
+    first = Explorer(search, restores)
+    draws = [first.explore(hyper) for _ in range(3)]
+    unseeded = Explorer(search)  # no count: the stream of pbt.seed alone, which a first start keeps
+    assert draws == [unseeded.explore(hyper) for _ in range(3)]
+    assert len({json.dumps(d, sort_keys=True) for d in draws}) == 3
+    # Ray pickles the scheduler with the experiment; the restored copy reads the driver's count when it draws.
+    restored = pickle.loads(pickle.dumps(first))
+    restores.write_text('{"restores": 1}')
+    again = [restored.explore(hyper) for _ in range(3)]
+    assert again != draws
+    def restored_draws(count):
+        restores.write_text(json.dumps({"restores": count}))
+        copy = pickle.loads(pickle.dumps(first))
+        return [copy.explore(hyper) for _ in range(3)]
+
+    assert restored_draws(2) not in (draws, again)
+    assert restored_draws(1) == again  # each restore's draws are reproducible
+    restores.write_text("[1]")
+    with pytest.raises(Lc0DistillError, match="restores.json: not a count of restores"):
+        pickle.loads(pickle.dumps(first)).explore(hyper)
+
+
 def test_factorised_weights_keep_shares_summing_to_one(tmp_path):
     config = _config(tmp_path, teacher_weights="factorised", resample_probability=0.5)
     search = search_of(config)
@@ -138,31 +167,52 @@ def test_only_the_duplicate_checkpoint_deletion_error_is_dropped():
     assert keep(logging.LogRecord("x", logging.ERROR, __file__, 1, "Trial failed", (), None))
 
 
-def _event(kind, step, source=None, source_step=None):
-    event = {"kind": "pbt", "event": kind, "step": step}
-    return {**event, "source": source, "source_step": source_step} if kind == "exploit" else event
+def _event(kind, step, fingerprint, source=None, source_step=None, lr=0.02):
+    """A "pbt" record as a member writes it; an exploit's source_fingerprint is its fingerprint (checked)."""
+    event = {"kind": "pbt", "event": kind, "step": step, "fingerprint": fingerprint, "hyperparameters": {"lr": lr}}
+    if kind == "exploit":
+        event.update(source=source, source_step=source_step, source_fingerprint=fingerprint)
+    return event
 
 
-def test_the_history_drops_what_a_kill_lost_and_keeps_what_tune_used():
+def _kept_steps(events):
     from lc0distill.pbt.report import kept_history
 
-    def steps(events):
-        return [(e["event"], e["step"]) for e in kept_history(events)]
+    return [(e["event"], e["step"], e["fingerprint"]) for e in kept_history(events)]
 
-    # As seen after a kill: resumed at 16 twice (the report at 20 between them was lost), and an exploit of
-    # member-0's step 12 that Tune restored again after the kill (the report at 16 after it was lost).
-    resumed = [_event("fresh", 0), _event("report", 16), _event("resume", 16), _event("report", 20),
-               _event("resume", 16), _event("report", 20), _event("report", 24)]
-    assert steps(resumed) == [("fresh", 0), ("report", 16), ("resume", 16), ("resume", 16), ("report", 20),
-                              ("report", 24)]
-    replayed = [_event("report", 12), _event("exploit", 12, "member-0", 12), _event("report", 16),
-                _event("exploit", 12, "member-0", 12), _event("report", 16), _event("report", 20)]
-    assert steps(replayed) == [("report", 12), ("exploit", 12), ("report", 16), ("report", 20)]
-    # Asynchronous PBT cloning a lagging donor: the member's own report at 600 was real (Tune ranked it), and a
-    # second exploit of another checkpoint is a new one.
-    lagging = [_event("report", 600), _event("exploit", 500, "member-0", 500), _event("report", 600),
-               _event("exploit", 600, "member-1", 600), _event("report", 700)]
-    assert steps(lagging) == [(e["event"], e["step"]) for e in lagging]
+
+def test_a_resume_drops_what_followed_the_checkpoint_it_loaded():
+    # Resumed at 16 twice: the report at 20 between them was lost by a kill (Tune's saved state lagged).
+    resumed = [_event("fresh", 0, "f0"), _event("report", 16, "a"), _event("resume", 16, "a"),
+               _event("report", 20, "b"), _event("resume", 16, "a"), _event("report", 20, "b"),
+               _event("report", 24, "c")]
+    assert _kept_steps(resumed) == [("fresh", 0, "f0"), ("report", 16, "a"), ("resume", 16, "a"),
+                                    ("report", 20, "b"), ("report", 24, "c")]
+    # The same step reported twice with other weights (an exploit of a lagging donor in between): the resume
+    # continues from the report whose fingerprint it loaded, the later one.
+    twice = [_event("report", 12, "own"), _event("exploit", 8, "x", "member-0", 8, lr=0.05),
+             _event("report", 12, "clone"), _event("report", 16, "lost"), _event("resume", 12, "clone")]
+    assert _kept_steps(twice) == [("report", 12, "own"), ("exploit", 8, "x"), ("report", 12, "clone"),
+                                  ("resume", 12, "clone")]
+
+
+def test_a_replayed_exploit_replaces_the_branch_it_started():
+    # member-0 of a CI run: exploited member-1's step 8, reported 12, was restarted at 12 by Tune, reported 16;
+    # killed; the restore gave it the clone of member-1's step 8 again (its saved state was that far behind).
+    replayed = [_event("fresh", 0, "f0"), _event("report", 8, "r8"),
+                _event("exploit", 8, "m1", "member-1", 8, lr=0.06), _event("report", 12, "r12"),
+                _event("resume", 12, "r12"), _event("report", 16, "r16"),
+                _event("exploit", 8, "m1", "member-1", 8, lr=0.06), _event("report", 12, "r12"),
+                _event("report", 16, "r16"), _event("resume", 16, "r16"), _event("report", 20, "r20")]
+    assert _kept_steps(replayed) == [("fresh", 0, "f0"), ("report", 8, "r8"), ("exploit", 8, "m1"),
+                                     ("report", 12, "r12"), ("report", 16, "r16"), ("resume", 16, "r16"),
+                                     ("report", 20, "r20")]
+    # Asynchronous PBT cloning a lagging donor: the member's own report at 600 was real (Tune ranked it); a
+    # second exploit of another checkpoint, or of the same one explored otherwise, is a new one.
+    lagging = [_event("report", 600, "own"), _event("exploit", 500, "d500", "member-0", 500),
+               _event("report", 600, "c600"), _event("exploit", 600, "d600", "member-1", 600),
+               _event("report", 700, "c700"), _event("exploit", 600, "d600", "member-1", 600, lr=0.03)]
+    assert _kept_steps(lagging) == [(e["event"], e["step"], e["fingerprint"]) for e in lagging]
 
 
 # -- real runs on Ray ---------------------------------------------------------------------------------------
@@ -271,6 +321,7 @@ def test_a_killed_pbt_run_resumes(tmp_path):
     done = subprocess.run(_pbt_command(recipe), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the PBT run" in done.stderr
+    assert json.loads((run_dir / "ray" / "restores.json").read_text()) == {"restores": 1}  # seeds explore anew
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert {m["step"] for m in summary["members"]} == {24}
     for member in members:
@@ -281,14 +332,26 @@ def test_a_killed_pbt_run_resumes(tmp_path):
         restarted = next(e for e in after_kill if e["event"] in ("fresh", "resume", "exploit"))
         if restarted["event"] == "resume":  # its own last checkpoint Tune held: no segment it reported is lost
             assert restarted["step"] >= reached[member]
-            saved = [e for e in events if e["event"] == "report" and e["step"] == restarted["step"]]
-            assert restarted["fingerprint"] == saved[0]["fingerprint"]  # the very weights it reported there
+            # the very weights of a report at that step before the kill (a step can be reported twice, with other
+            # weights, when an exploit of a lagging donor came between)
+            saved = {r["fingerprint"] for r in records[:lines_before[member]]
+                     if r["kind"] == "pbt" and r["event"] == "report" and r["step"] == restarted["step"]}
+            assert restarted["fingerprint"] in saved
         else:  # killed between an exploit and its restart: Tune restores the clone it had decided on
             assert restarted["event"] == "exploit" and restarted["fingerprint"] == restarted["source_fingerprint"]
-    rows = [line for line in (run_dir / "pbt.md").read_text().splitlines()[2:]]
-    # The segments trained again after the kill replace the lost reports in the table: no row twice (an exploit
-    # repeats a step, with other hyperparameters).
-    assert len(rows) == len({tuple(row.split("|")[1:7]) for row in rows})
+    # The segments trained again after the kill replace the lost reports: no report is listed twice (a replayed
+    # segment reports the very weights again; async PBT cloning a lagging donor reports a step again, with other
+    # weights, even with the same hyperparameters), and the table has a row for each report kept.
+    from lc0distill.pbt.report import kept_history, member_events
+
+    kept = {m: [e for e in kept_history(member_events(run_dir / "members" / m)) if e["event"] == "report"]
+            for m in members}
+    for member, reports in kept.items():
+        fingerprints = [r["fingerprint"] for r in reports]
+        assert len(fingerprints) == len(set(fingerprints)), member
+        assert [r["step"] for r in reports][-1] == 24
+    rows = (run_dir / "pbt.md").read_text().splitlines()[2:]
+    assert len(rows) == sum(len(reports) for reports in kept.values())
 
 
 def _reported_steps(run_dir: Path, member: str) -> list[int]:

@@ -57,6 +57,14 @@ def test_short_run_writes_everything(tmp_path, classical_data, capsys):
     # The saved config reloads to the same RunConfig.
     assert load_config(run_dir / "config.yaml") == load_config(None, _args(classical_data, run_dir, 30, "train.log_every=10",
                                                                       "train.eval_every=15", "train.checkpoint_every=15"))
+    # Started again, the finished run trains nothing and says the held-out metrics of its end, not {}.
+    lines = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["steps"] == 30 and again["test"] == {k: v for k, v in _records(run_dir, "test")[30].items()
+                                                       if k not in ("kind", "step")}
+    assert again["test"]["positions"] > 0
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == lines  # no evaluation made again
 
 
 def _train_process(args):
