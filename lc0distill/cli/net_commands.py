@@ -24,7 +24,7 @@ from lc0distill.engine.locate import find_engine
 from lc0distill.engine.positions import DEFAULT_POSITIONS
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.runtime import OnnxNet, model_opset
-from lc0distill.lc0.weights import read_net_info
+from lc0distill.lc0.weights import attention_body, read_net_info
 from lc0distill.models.config import PolicyHead
 from lc0distill.models.inference import evaluate_boards
 from lc0distill.models.net import count_parameters, flops_per_position
@@ -114,9 +114,14 @@ def onnx_summary(path: str, kind: NetFileKind, net: OnnxNet) -> dict:
     if header:
         file_format += (" embedding ONNX" if header["network"] == "NETWORK_ONNX"
                         else ", run through lc0's leela2onnx conversion")
+    body = attention_body(path) if header and header["network"] != "NETWORK_ONNX" else None
     summary = {
         "path": path, "file_format": file_format,
-        "size": net.config.name, "data_type": net.config.data_type, "input_format": net.config.input_format,
+        # lc0distill's export names its size; an attention body's is embedding x layers, from its weights;
+        # another ONNX graph's is not known (None)
+        "size": body.name if body is not None else net.config.name,
+        **({"embedding_size": body.embedding, "encoder_layers": body.layers, "heads": body.heads} if body else {}),
+        "data_type": net.config.data_type, "input_format": net.config.input_format,
         "value": net.config.value.value, "moves_left": net.config.moves_left,
         "opset": model_opset(model),
         "ir_version": model.ir_version, "producer": f"{model.producer_name} {model.producer_version}".strip(),
@@ -135,7 +140,8 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     width = max(map(len, summary))
     for key, value in summary.items():
-        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else \
+            "unknown" if value is None else value
         print(f"{key:<{width}}  {shown}")
     return 0
 

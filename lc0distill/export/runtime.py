@@ -33,7 +33,7 @@ _TINY = np.finfo(np.float32).tiny  # log(0) would make -inf logits (and NaN cros
 class OnnxNetInfo:
     """The parts of a NetConfig that evaluating an ONNX net needs."""
 
-    name: str
+    name: str | None  # its size as lc0distill's export wrote it (filters x blocks); None for other ONNX files
     input_format: int | None  # None: a raw ONNX file that does not say it (it can be described, not evaluated)
     value: ValueHead
     moves_left: bool
@@ -75,7 +75,7 @@ class OnnxNet:
         self.names = {"policy": policy, "wdl": wdl, "value": value, "mlh": mlh}
         self.input_dtype = _input_type(path, inputs[input_name].type)
         metadata = self.session.get_modelmeta().custom_metadata_map
-        self.config = OnnxNetInfo(name=metadata.get(METADATA_NET, Path(path).name), input_format=input_format,
+        self.config = OnnxNetInfo(name=metadata.get(METADATA_NET), input_format=input_format,
                                   value=ValueHead.WDL if wdl else ValueHead.SCALAR, moves_left=mlh is not None,
                                   data_type=np.dtype(self.input_dtype).name)
 

@@ -246,6 +246,31 @@ def needs_onnx(net) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class AttentionBody:
+    """An attention-body net's dimensions, from its weights: embedding size x encoder layers, and heads."""
+
+    embedding: int
+    layers: int
+    heads: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.embedding}x{self.layers}"
+
+
+def attention_body(path: str | os.PathLike) -> AttentionBody | None:
+    """The body of an attention-body weights file (None for any other net): the embedding size is the length
+    of ip_emb_b (the embedding's bias), the layers are weights.encoder's, the heads weights.headcount."""
+    net = open_net(path)
+    if net.format.network_format.network not in _UNSUPPORTED_BODIES or \
+            net.format.network_format.network == NF.NETWORK_ONNX:
+        return None
+    weights = net.weights
+    embedding = decode_layer(weights.ip_emb_b, "ip_emb_b", str(path)).size if weights.HasField("ip_emb_b") else 0
+    return AttentionBody(embedding=embedding, layers=len(weights.encoder), heads=weights.headcount)
+
+
 def _network_format(net, path: str):
     """The file's NetworkFormat after lc0's fix-ups for older files."""
     fmt = NF()

@@ -4,12 +4,13 @@ The experiment's folder is the recipe's train.run_dir:
     recipe.yaml       the recipe as run (members read it; a restored run must be given the same recipe)
     members/member-N  each member's run folder (metrics.jsonl with its "pbt" events, checkpoint.pt, final nets)
     ray/pbt           Ray Tune's results folder (trials, their checkpoints, pbt_global.txt, experiment state)
-    ray/restores.json how many times the run was restored (each start's explore draws differ)
+    ray/restores.json how many times the run was restored (each start's explore draws differ); Tune's
+                      pbt_global.txt of the starts before restore N is kept as pbt_global.before-restore-N.txt
     pbt.json, pbt.md  the summary and the table of each member's hyperparameters over steps (lc0distill.pbt.report)
     pbt.png           each member's lambda_k, lr and held-out metric over steps
     best.pb.gz, best.pt  the best member's final net
 A run killed at any point is started again with the same command: Tune restores the experiment and every
-member continues from its last reported checkpoint.
+member continues from its last reported checkpoint. A finished run started again is summarised again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +28,7 @@ from lc0distill.pbt.config import PbtRunConfig
 from lc0distill.fileio import write_atomic
 from lc0distill.pbt.hyper import Explorer, initial_population, member_config, read_restores, search_of
 from lc0distill.pbt.member import member_index
-from lc0distill.pbt.report import summarise
+from lc0distill.pbt.report import finished, summarise
 from lc0distill.progress import track
 from lc0distill.shards.select import select_sources
 
@@ -48,6 +50,9 @@ def run_pbt(config: PbtRunConfig, ray_address: str | None = None, fresh: bool = 
         raise Lc0DistillError(f"no training chunks in {', '.join(config.data.paths)}")
     run_dir = Path(config.train.run_dir).resolve()
     recipe = _write_recipe(config, run_dir, fresh)
+    if not fresh and (run_dir / "ray" / EXPERIMENT).is_dir() and finished(run_dir, config):
+        log(f"the PBT run in {run_dir} has finished: its summary again (--fresh starts it anew)")
+        return summarise(run_dir, config)
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # members keep the driver's folder: relative paths work
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Tune prints no tables
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -70,7 +75,7 @@ def run_pbt(config: PbtRunConfig, ray_address: str | None = None, fresh: bool = 
                                       "2.60's scheduler waits forever for members restored at different steps. "
                                       "Start again with --fresh (pbt.synch: false runs resume)")
             log(f"resuming the PBT run in {run_dir}")
-            _count_restore(run_dir)
+            _keep_global_log(experiment, _count_restore(run_dir))
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
@@ -152,8 +157,19 @@ def _restores_file(run_dir: Path) -> Path:
     return run_dir / "ray" / "restores.json"
 
 
-def _count_restore(run_dir: Path) -> None:
-    _write_restores(run_dir, read_restores(_restores_file(run_dir)) + 1)
+def _count_restore(run_dir: Path) -> int:
+    """The restore's number (1 for the first), counted in ray/restores.json."""
+    restores = read_restores(_restores_file(run_dir)) + 1
+    _write_restores(run_dir, restores)
+    return restores
+
+
+def _keep_global_log(experiment: Path, restores: int) -> None:
+    """Tune starts pbt_global.txt (every exploit: who cloned whom, the configs) anew at a restore: the log of
+    the starts before it is kept beside it, as pbt_global.before-restore-N.txt."""
+    log = experiment / "pbt_global.txt"
+    if log.is_file():
+        shutil.copyfile(log, experiment / f"pbt_global.before-restore-{restores}.txt")
 
 
 def _write_restores(run_dir: Path, restores: int) -> None:
@@ -177,8 +193,6 @@ def _write_recipe(config: PbtRunConfig, run_dir: Path, fresh: bool) -> Path:
                                   f"to resume it, another train.run_dir, or --fresh to start again")
         return recipe
     if fresh and run_dir.exists():
-        import shutil
-
         for name in ("ray", "members", RECIPE):
             path = run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)

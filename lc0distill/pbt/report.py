@@ -72,6 +72,18 @@ def _same_exploit(earlier: dict, event: dict) -> bool:
     return all(earlier.get(key) == event.get(key) for key in keys)
 
 
+def finished(run_dir: Path, config: PbtRunConfig) -> bool:
+    """Whether every member's kept history ends in a report at the last step (the run has nothing to train)."""
+    for index in range(config.pbt.population):
+        member_dir = run_dir / "members" / member_name(index)
+        if not (member_dir / "metrics.jsonl").is_file():
+            return False
+        reports = [e for e in kept_history(member_events(member_dir)) if e["event"] == "report"]
+        if not reports or reports[-1]["step"] < config.train.steps:
+            return False
+    return True
+
+
 def _rows(name: str, events: list[dict], metric: str) -> list[dict]:
     """One row per report: the step, the metric, the hyperparameters and teacher weights it trained with,
     and how the segment started (an exploit names its source)."""

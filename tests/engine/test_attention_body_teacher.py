@@ -94,3 +94,16 @@ def test_without_the_engine_the_error_says_how_to_convert_it(tmp_path, monkeypat
     message = str(caught.value)
     assert "attention-body net" in message and f"lc0 leela2onnx --input={net}" in message
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_net_info_gives_its_body_from_the_weights(body_net, capsys):
+    assert main(["net", "info", str(body_net), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    # the writer's dimensions (tests/engine/attention_body.py defaults), not the converted file's name
+    assert (info["size"], info["embedding_size"], info["encoder_layers"], info["heads"]) == ("32x2", 32, 2, 4)
+    assert info["network"] == "NETWORK_ATTENTIONBODY_WITH_HEADFORMAT"
+    converted = body_net.with_name(f"{body_net.name}.lc0-{onnx_conversion.net_hash(body_net)}.onnx")
+    assert main(["net", "info", str(converted), "--json", "--input-format", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["size"] is None  # leela2onnx's graph does not say it
+    assert main(["net", "info", str(converted), "--input-format", "1"]) == 0
+    assert "size" in (out := capsys.readouterr().out) and "unknown" in out

@@ -294,6 +294,10 @@ def test_pbt_run_leaves_the_best_net_table_and_figure(finished_run):
     assert len(table) == 2 + reports
     assert (run_dir / "pbt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / "ray" / "pbt" / "tuner.pkl").exists()
+    # Started again, the finished run (a synchronous one, which Tune could not resume) is summarised again.
+    again = subprocess.run(_pbt_command(run_dir.parent / "recipe.yaml"), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "has finished: its summary again" in again.stderr, again.stderr[-2000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == summary
 
 
 @pytest.mark.slow
@@ -322,6 +326,11 @@ def test_a_killed_pbt_run_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the PBT run" in done.stderr
     assert json.loads((run_dir / "ray" / "restores.json").read_text()) == {"restores": 1}  # seeds explore anew
+    # Tune's log of the exploits made before the kill is kept (Tune starts pbt_global.txt anew at a restore).
+    before = [r for m in members for r in _records(run_dir, m)[:lines_before[m]] if r.get("event") == "exploit"]
+    if before:
+        kept_log = (run_dir / "ray" / "pbt" / "pbt_global.before-restore-1.txt").read_text().splitlines()
+        assert all(any(json.loads(line)[5]["hyper"] == e["hyperparameters"] for line in kept_log) for e in before)
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert {m["step"] for m in summary["members"]} == {24}
     for member in members:
