@@ -77,17 +77,19 @@ def select_sources(config: DataConfig) -> SelectedSources:
 def make_loader(config: DataConfig, sources: list[ChunkSource], *, passes: int | None, rank: int = 0,
                 world_size: int = 1, device: str = "cpu", sample_rate: int | None = None,
                 seed_offset: int = 0, needs_q: bool = False, keep: dict | None = None,
-                origin_name: Callable[[int], str] | None = None) -> BatchLoader:
+                origin_name: Callable[[int], str] | None = None, sample_shards: bool = False) -> BatchLoader:
     """A loader over `sources`; `passes=None` streams forever (training), 1 reads each record once (tests).
     `needs_q`: the value target reads data.q_source, so records without it are bad records. `keep`: per
     source number, exactly the records to read (a sampled teacher cache's), instead of sampling. `origin_name`:
-    names the chunks of shard folders among `sources` (shards/select.py gives it)."""
+    names the chunks of shard folders among `sources` (shards/select.py gives it). `sample_shards`: shard blocks
+    are sampled at the sample rate too (training reads them whole: they were sampled when repacked)."""
     spec = StreamSpec(
         sources=tuple(sources), batch_size=config.batch_size,
         sample_rate=config.sample_rate if sample_rate is None else sample_rate,
         shuffle_buffer=config.shuffle_buffer, seed=config.seed + seed_offset, passes=passes,
         rank=rank, world_size=world_size, strict=config.strict, drop_last=False,
         q_source=config.q_source if needs_q else None, max_chunk_records=config.max_chunk_records, keep=keep,
+        sample_shards=sample_shards,
     )
     return BatchLoader(spec, workers=config.workers, device=device, q_source=config.q_source, rule50=config.rule50,
                        origin_name=origin_name)

@@ -71,6 +71,9 @@ class StreamSpec:
     # source number -> the record numbers to read (ascending), instead of sampling: the records a teacher
     # cache made with sampling holds; a source not named gives nothing
     keep: dict[int, np.ndarray] | None = None
+    # shard blocks were sampled when they were repacked, so training reads them whole; True samples them too
+    # at sample_rate (`lc0distill evaluate --sample-rate` on a shard folder's held-out side)
+    sample_shards: bool = False
 
 
 class ShuffleBuffer:
@@ -204,7 +207,7 @@ def _read_positions(index: int, spec: StreamSpec, rng: np.random.Generator, emit
     source = spec.sources[index]
     emitter.problems.chunks_read += 1
     if hasattr(source, "read_packed"):
-        return _read_packed_source(index, spec, emitter)
+        return _read_packed_source(index, spec, rng, emitter)
     chunk = _read_or_skip(lambda: read_chunk(source, spec.max_chunk_records), "chunk", spec, emitter)
     if chunk is None:
         return None
@@ -242,15 +245,18 @@ def _read_or_skip(read, what: str, spec: StreamSpec, emitter: _Emitter):
         return None
 
 
-def _read_packed_source(index: int, spec: StreamSpec, emitter: _Emitter) -> np.ndarray | None:
+def _read_packed_source(index: int, spec: StreamSpec, rng: np.random.Generator,
+                        emitter: _Emitter) -> np.ndarray | None:
     """A source that gives packed positions, sampled and checked when they were written (a shard block,
-    lc0distill/shards): read whole; only the value target's q/d pair is checked here. Its positions' `chunk`
+    lc0distill/shards): read whole (unless spec.sample_shards); only the value target's q/d pair is checked here. Its positions' `chunk`
     numbers count from len(spec.sources) (BatchLoader.source_name names them)."""
     source = spec.sources[index]
     packed = _read_or_skip(source.read_packed, "shard block", spec, emitter)
     if packed is None:
         return None
     packed["chunk"] += np.uint32(len(spec.sources))
+    if spec.sample_shards and spec.sample_rate > 1:
+        packed = packed[rng.random(len(packed)) < 1.0 / spec.sample_rate]
     if spec.q_source is not None:
         pair = QSource(spec.q_source).value
         bad = np.flatnonzero((packed["version"] < required_q_version(spec.q_source)) | np.isnan(packed[f"{pair}_q"]))
@@ -305,8 +311,21 @@ class ChunkStream(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return stream_shard(self.spec, worker, workers)
+        if info is None:  # in the main process: its errors are raised as they are
+            return stream_shard(self.spec)
+        return _errors_as_items(stream_shard(self.spec, info.id, info.num_workers))
+
+
+WORKER_ERROR = "error"  # the key of an item that carries a worker's lc0distill error (strict-mode chunk errors)
+
+
+def _errors_as_items(items: Iterator[tuple[torch.Tensor, dict]]) -> Iterator[tuple[torch.Tensor, dict]]:
+    """A worker's items, and its lc0distill error as a last item: DataLoader would re-raise it in the main
+    process as a RuntimeError holding the traceback's text (ChunkError cannot be made from one string)."""
+    try:
+        yield from items
+    except Lc0DistillError as error:
+        yield torch.empty(0, dtype=torch.uint8), {WORKER_ERROR: str(error)}
 
 
 def _one_torch_thread(_worker: int) -> None:
@@ -358,10 +377,8 @@ class BatchLoader:
                 payload, problems = next(stream)
             except StopIteration:
                 return
-            except ChunkError:  # strict mode, without workers: the error itself
-                raise
-            except RuntimeError as error:  # raised in a worker: DataLoader re-raises it as text
-                raise _worker_error(error) from None
+            if WORKER_ERROR in problems:  # a worker's lc0distill error, said in one line as in the main process
+                raise Lc0DistillError(problems[WORKER_ERROR])
             self._note(problems)
             if payload.numel():
                 positions = payload.numpy().view(POSITION_DTYPE)
@@ -406,14 +423,3 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         for packed in self.packed_batches():
             yield make_batch(packed, self.device, self.q_source, self.rule50)
-
-
-def _worker_error(error: RuntimeError) -> Exception:
-    """A loader worker's exception arrives as a RuntimeError holding its traceback's text: strict-mode chunk
-    errors (and other lc0distill errors) become one-line errors again; anything else stays a bug report."""
-    text = str(error)
-    for line in reversed(text.splitlines()):
-        for kind in ("ChunkError: ", "ShardFormatError: ", "ShardError: ", "Lc0DistillError: "):
-            if kind in line:
-                return Lc0DistillError(line.split(kind, 1)[1].strip())
-    return error

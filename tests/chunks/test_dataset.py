@@ -16,7 +16,7 @@ from lc0distill.chunks.reader import read_chunk
 from lc0distill.chunks.selection import ChunkOrder, newest_chunks, split_train_test
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.chunks.targets import policy_target, search_wdl, z_wdl
-from lc0distill.errors import ChunkError
+from lc0distill.errors import ChunkError, Lc0DistillError
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,17 @@ def test_strict_mode_raises(tmp_path, lc0_data):
     loader = BatchLoader(StreamSpec(sources, batch_size=100, sample_rate=1, passes=1, strict=True), workers=0)
     with pytest.raises(ChunkError, match="game_999999"):
         list(loader.packed_batches())
+
+
+def test_strict_mode_with_workers_says_the_same_one_line(tmp_path, lc0_data):
+    sources, _, bad = _corrupt(tmp_path, lc0_data)
+    spec = StreamSpec(sources, batch_size=100, sample_rate=1, passes=1, strict=True)
+    with pytest.raises(ChunkError) as in_process:
+        list(BatchLoader(spec, workers=0).packed_batches())
+    with pytest.raises(Lc0DistillError) as from_worker:
+        list(BatchLoader(spec, workers=2).packed_batches())
+    # the worker's error is carried as it was made, not parsed back out of a traceback's text
+    assert str(from_worker.value) == str(in_process.value) and "\n" not in str(from_worker.value)
 
 
 def test_newest_chunks_and_split(lc0_data, tmp_path):

@@ -142,3 +142,23 @@ def test_a_teacher_cache_with_a_shard_folder_is_one_line(cli_repack, tmp_path, c
     _one_line_error(capsys, ["train", f"data.paths=[{out}]", *TINY, f"teacher.nets=[{MAIA}]",
                              f"teacher.cache={tmp_path / 'cache'}", f"train.run_dir={tmp_path / 'run'}"],
                     "shard folder", "teacher.cache")
+
+
+def test_evaluate_samples_a_shard_folder_at_its_sample_rate(cli_repack, tmp_path, capsys):
+    import torch
+
+    from lc0distill.models.config import NetConfig
+    from lc0distill.models.net import SEResNet
+    from lc0distill.models.store import save_model
+
+    out, summary = cli_repack
+    torch.manual_seed(0)
+    net = tmp_path / "net.pt"
+    save_model(SEResNet(NetConfig(filters=8, blocks=1)).eval(), net)
+    counts = {}
+    for rate in (1, 4):
+        assert main(["evaluate", str(net), "--data", str(out), "--sample-rate", str(rate), "--json"]) == 0
+        counts[rate] = json.loads(capsys.readouterr().out)["nets"][str(net)]["positions"]
+    every = summary["train"]["positions"] + summary["test"]["positions"]
+    assert counts[1] == every  # the whole folder, each position once
+    assert abs(counts[4] - every / 4) < 4 * (every * 0.25 * 0.75) ** 0.5  # 1 in 4, within 4 sigma
