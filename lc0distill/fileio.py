@@ -78,3 +78,19 @@ def read_manifest_json(path: Path, *, what: str, max_bytes: int, form: str, vers
         raise Lc0DistillError(f"{path}: {what} version {document.get('version')}, this lc0distill reads "
                               f"{version}: {remedy}")
     return document
+
+
+def read_records(path: Path, kind: str) -> list[dict]:
+    """The JSON-lines records of `kind` ({"kind": kind, ...}) in a run's metrics.jsonl, in order; a line a kill
+    cut short (or any line that is not a JSON object) is passed over. [] when the file does not exist."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == kind:
+            records.append(record)
+    return records

@@ -52,6 +52,7 @@ from lc0distill.distill.cache import open_for_run
 from lc0distill.distill.objective import kickstart_loss_parts, loss_parts
 from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible, teach
 from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import read_records
 from lc0distill.evaluate import evaluate_net
 from lc0distill.init_from import initialise_from, with_init_architecture
 from lc0distill.guard import (
@@ -468,18 +469,9 @@ class Run:
                     self.writer.add_scalar(f"{kind}/{name}", value, self.step)
 
     def recorded(self, kind: str, step: int) -> dict:
-        """The values of the last `kind` record at `step` in metrics.jsonl ({} if none; a line a kill cut
-        short is passed over)."""
-        found: dict = {}
-        path = self.run_dir / "metrics.jsonl"
-        for line in (path.read_text().splitlines() if path.is_file() else []):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("kind") == kind and entry.get("step") == step:
-                found = {k: v for k, v in entry.items() if k not in ("kind", "step")}
-        return found
+        """The values of the last `kind` record at `step` in metrics.jsonl ({} if none)."""
+        at_step = [r for r in read_records(self.run_dir / "metrics.jsonl", kind) if r.get("step") == step]
+        return {k: v for k, v in at_step[-1].items() if k not in ("kind", "step")} if at_step else {}
 
     def evaluate(self) -> dict:
         net = self.swa.model if self.swa is not None else self.student

@@ -248,8 +248,8 @@ def _read_or_skip(read, what: str, spec: StreamSpec, emitter: _Emitter):
 def _read_packed_source(index: int, spec: StreamSpec, rng: np.random.Generator,
                         emitter: _Emitter) -> np.ndarray | None:
     """A source that gives packed positions, sampled and checked when they were written (a shard block,
-    lc0distill/shards): read whole (unless spec.sample_shards); only the value target's q/d pair is checked here. Its positions' `chunk`
-    numbers count from len(spec.sources) (BatchLoader.source_name names them)."""
+    lc0distill/shards): read whole (unless spec.sample_shards); only the value target's q/d pair is checked
+    here. Its positions' `chunk` numbers count from len(spec.sources) (BatchLoader.source_name names them)."""
     source = spec.sources[index]
     packed = _read_or_skip(source.read_packed, "shard block", spec, emitter)
     if packed is None:

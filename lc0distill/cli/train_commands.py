@@ -48,7 +48,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", nargs="+", required=True, metavar="PATH", help="chunks, folders or .tar files; a shard folder "
                           "(data repack) gives all its positions")
     evaluate.add_argument("--positions", type=positive_int, default=50000, help="at most this many (default %(default)s)")
-    evaluate.add_argument("--sample-rate", type=positive_int, default=1, help="keep 1 record in N, of chunks and shard blocks alike (default: all)")
+    evaluate.add_argument("--sample-rate", type=positive_int, default=1,
+                          help="keep 1 record in N, of chunks and shard blocks alike (default: all)")
     evaluate.add_argument("--batch-size", type=positive_int, default=512)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=run_evaluate)

@@ -17,7 +17,7 @@ import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import chess
 import chess.engine
@@ -38,56 +38,44 @@ class EngineFailure(Lc0DistillError):
     """An engine process crashed, hung or answered nonsense during a game."""
 
 
-class _EngineStderr(logging.Filter):
-    """python-chess logs every line an engine writes to stderr as a warning: for lc0 its banner and backend
-    lines, per process and per start. Keep each process's last lines for its error message instead."""
+class _EngineLines(logging.Filter):
+    """Keeps, per engine process, the lines python-chess logs with the format `message` (the process, then the
+    line) that `wanted` accepts, instead of letting them through as warnings; `keep`: only the newest so many."""
 
-    def __init__(self, keep: int = 4):
+    def __init__(self, message: str, keep: int | None = None, wanted: Callable[[str], bool] = lambda line: True):
         super().__init__()
-        self.keep = keep
+        self.message, self.keep, self.wanted = message, keep, wanted
         self.lines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != "%s: stderr >> %s" or not isinstance(record.args, tuple) or len(record.args) != 2:
+        if record.msg != self.message or not isinstance(record.args, tuple) or len(record.args) != 2 \
+                or not self.wanted(str(record.args[1])):
             return True
         try:
-            self.lines.setdefault(record.args[0], deque(maxlen=self.keep)).append(str(record.args[1]))
+            self.lines.setdefault(record.args[0], deque(maxlen=self.keep)).append(str(record.args[1]).strip())
         except TypeError:  # not weakly referable: say it as python-chess would
             return True
         return False
 
-    def last(self, protocol: object) -> str:
-        lines = [line.strip() for line in self.lines.get(protocol, ()) if line.strip()]
-        return f"; its last words: {' | '.join(lines)}" if lines else ""
+    def of(self, protocol: object) -> list[str]:
+        return [line for line in self.lines.get(protocol, ()) if line]
 
 
-class _EngineErrorLines(logging.Filter):
-    """lc0 says what went wrong on stdout, in lines starting "error" (a net it cannot read: "error <fd:4>:
-    unknown compression method"), and then never answers `go`; python-chess logs them as unexpected output.
-    Keep each process's error lines, so that a player stops waiting at once and names them."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != "%s: Unexpected engine output: %r" or not isinstance(record.args, tuple) \
-                or len(record.args) != 2 or not str(record.args[1]).startswith("error"):
-            return True
-        try:
-            self.lines.setdefault(record.args[0], []).append(str(record.args[1]).strip())
-        except TypeError:
-            return True
-        return False
-
-    def said(self, protocol: object) -> list[str]:
-        return list(self.lines.get(protocol, ()))
-
-
-_STDERR = _EngineStderr()
-_ERRORS = _EngineErrorLines()
+# python-chess logs every line an engine writes to stderr as a warning: for lc0 its banner and backend lines,
+# per process and per start. The last few are kept for a failure's message instead.
+_STDERR = _EngineLines("%s: stderr >> %s", keep=4)
+# lc0 says what went wrong on stdout, in lines starting "error" (a net it cannot read: "error <fd:4>: unknown
+# compression method"), and then never answers `go`; python-chess logs them as unexpected output. They are
+# kept so that a player stops waiting at once and names them.
+_ERRORS = _EngineLines("%s: Unexpected engine output: %r", wanted=lambda line: line.startswith("error"))
 logging.getLogger("chess.engine").addFilter(_STDERR)
 logging.getLogger("chess.engine").addFilter(_ERRORS)
+
+
+def _last_words(protocol: object) -> str:
+    lines = _STDERR.of(protocol)
+    return f"; its last words: {' | '.join(lines)}" if lines else ""
+
 
 ERROR_POLL_SECONDS = 0.2  # how soon a player waiting for a move sees an error line lc0 printed
 
@@ -179,12 +167,12 @@ class UciPlayer:
             options = {k: v for k, v in options.items() if k not in optional or k in self.engine.options}
             self.engine.configure({"WeightsFile": str(weights), **options})
             self._load_net()
-            refused = _ERRORS.said(self.engine.protocol)
+            refused = _ERRORS.of(self.engine.protocol)
             if refused:
                 raise chess.engine.EngineError(" | ".join(refused))
         except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError, asyncio.TimeoutError,
                 TimeoutError) as error:
-            said = _STDERR.last(self.engine.protocol) if self.engine is not None else ""
+            said = _last_words(self.engine.protocol) if self.engine is not None else ""
             if self.engine is not None:
                 self.engine.close()
             raise EngineFailure(f"{name}: lc0 does not start with {weights}: {str(error) or type(error).__name__}"
@@ -213,7 +201,7 @@ class UciPlayer:
             what = "stopped answering" if isinstance(error, (asyncio.TimeoutError, TimeoutError)) else "failed"
             raise EngineFailure(f"{self.name}: lc0 {what} in game {state.spec.number} at ply "
                                 f"{len(state.board.move_stack)} ({str(error) or type(error).__name__})"
-                                f"{_STDERR.last(self.engine.protocol)}") from None
+                                f"{_last_words(self.engine.protocol)}") from None
         seconds = time.perf_counter() - start
         info = result.info
         if result.move is None or result.move not in state.board.legal_moves:
@@ -235,14 +223,14 @@ class UciPlayer:
                                                                info=chess.engine.INFO_SCORE | chess.engine.INFO_BASIC),
                                      budget)
         future = asyncio.run_coroutine_threadsafe(coroutine, self.engine.protocol.loop)
-        errors = len(_ERRORS.said(self.engine.protocol))
+        errors = len(_ERRORS.of(self.engine.protocol))
         while True:
             try:
                 return future.result(timeout=ERROR_POLL_SECONDS)
             except concurrent.futures.TimeoutError:
                 if future.done():  # the move's own deadline (a TimeoutError too, in Python 3.11)
                     raise
-                said = _ERRORS.said(self.engine.protocol)[errors:]
+                said = _ERRORS.of(self.engine.protocol)[errors:]
                 if said:  # lc0 never answers a go after an error: stop waiting for it
                     future.cancel()
                     raise chess.engine.EngineError(" | ".join(said)) from None

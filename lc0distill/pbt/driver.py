@@ -15,7 +15,6 @@ member continues from its last reported checkpoint. A finished run started again
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,8 +24,8 @@ from typing import Callable
 from lc0distill.config import dump_config, load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.pbt.config import PbtRunConfig
-from lc0distill.fileio import write_atomic
-from lc0distill.pbt.hyper import Explorer, initial_population, member_config, read_restores, search_of
+from lc0distill.pbt.hyper import (Explorer, initial_population, member_config, read_restores, restores_file,
+                                  search_of, write_restores)
 from lc0distill.pbt.member import member_index
 from lc0distill.pbt.report import finished, summarise
 from lc0distill.progress import track
@@ -79,7 +78,7 @@ def run_pbt(config: PbtRunConfig, ray_address: str | None = None, fresh: bool = 
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
-            _write_restores(run_dir, 0)
+            write_restores(run_dir, 0)
             tuner = _new_tuner(tune, PopulationBasedTraining, trainable, config, search, population, recipe)
         total = config.pbt.population * config.train.steps
         with track("pbt", total=total, unit="steps", log=log) as bar:
@@ -133,9 +132,10 @@ def _trainable():
 
 
 def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, population, recipe: Path):
-    pbt = config.pbt
+    pbt, run_dir = config.pbt, Path(config.train.run_dir).resolve()
     scheduler = scheduler_class(time_attr="step", perturbation_interval=pbt.perturb_every,
-                                custom_explore_fn=Explorer(search, _restores_file(Path(config.train.run_dir).resolve())), quantile_fraction=pbt.quantile_fraction,
+                                custom_explore_fn=Explorer(search, restores_file(run_dir)),
+                                quantile_fraction=pbt.quantile_fraction,
                                 resample_probability=pbt.resample_probability,
                                 perturbation_factors=tuple(pbt.perturbation_factors), synch=pbt.synch)
     return tune.Tuner(
@@ -144,7 +144,7 @@ def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, p
         tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, metric=pbt.metric, mode=pbt.mode,
                                     reuse_actors=True, trial_dirname_creator=_trial_folder),
         run_config=tune.RunConfig(
-            name=EXPERIMENT, storage_path=str(Path(config.train.run_dir).resolve() / "ray"),
+            name=EXPERIMENT, storage_path=str(run_dir / "ray"),
             stop={"step": config.train.steps}, verbose=0, callbacks=[_ProgressCallback()],
             # PBT registers a donor's reported checkpoint a second time when it picks it for cloning, and Tune
             # counts both towards num_to_keep: twice the count keeps pbt.keep_checkpoints distinct ones
@@ -152,15 +152,10 @@ def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, p
             failure_config=tune.FailureConfig(max_failures=0)))
 
 
-def _restores_file(run_dir: Path) -> Path:
-    """How many times the experiment was restored: seeds the explore draws of each start apart."""
-    return run_dir / "ray" / "restores.json"
-
-
 def _count_restore(run_dir: Path) -> int:
     """The restore's number (1 for the first), counted in ray/restores.json."""
-    restores = read_restores(_restores_file(run_dir)) + 1
-    _write_restores(run_dir, restores)
+    restores = read_restores(restores_file(run_dir)) + 1
+    write_restores(run_dir, restores)
     return restores
 
 
@@ -170,12 +165,6 @@ def _keep_global_log(experiment: Path, restores: int) -> None:
     log = experiment / "pbt_global.txt"
     if log.is_file():
         shutil.copyfile(log, experiment / f"pbt_global.before-restore-{restores}.txt")
-
-
-def _write_restores(run_dir: Path, restores: int) -> None:
-    path = _restores_file(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps({"restores": restores}) + "\n").encode())
 
 
 def _trial_folder(trial) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from lc0distill.config import RunConfig
 from lc0distill.distill.schedules import KickstartWeightSchedule, TemperatureSchedule
 from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import write_atomic
 from lc0distill.pbt.config import PbtConfig, PbtRunConfig, SearchRange
 
 Hyperparameters = dict[str, float]
@@ -167,6 +168,17 @@ class Explorer:
 def explore_stream(seed: int, restores: int) -> random.Random:
     """The explore draws of an experiment's first start (restores 0) and of each restore, all different."""
     return random.Random(seed + 1 if restores == 0 else f"{seed + 1}/restore {restores}")
+
+
+def restores_file(run_dir: Path) -> Path:
+    """The driver's count of restores of the experiment in run_dir (JSON {"restores": n})."""
+    return run_dir / "ray" / "restores.json"
+
+
+def write_restores(run_dir: Path, restores: int) -> None:
+    path = restores_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps({"restores": restores}) + "\n").encode())
 
 
 def read_restores(path: Path | None) -> int:

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from lc0distill.errors import Lc0DistillError
-from lc0distill.fileio import write_atomic
+from lc0distill.fileio import read_records, write_atomic
 from lc0distill.pbt.config import PbtRunConfig
 from lc0distill.pbt.hyper import member_name
 
@@ -21,18 +21,7 @@ def member_events(member_dir: Path) -> list[dict]:
     path = member_dir / "metrics.jsonl"
     if not path.is_file():
         raise Lc0DistillError(f"{member_dir}: no metrics.jsonl (the member never started)")
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill
-        if isinstance(record, dict) and record.get("kind") == "pbt":
-            events.append(record)
-    return events
-
-
-START_EVENTS = ("fresh", "resume", "exploit")
+    return read_records(path, "pbt")
 
 
 def kept_history(events: list[dict]) -> list[dict]:
@@ -60,9 +49,10 @@ def _resumed_from(kept: list[dict], resume: dict) -> int:
     """How many of the kept events stay before a resume: those up to the report whose checkpoint it loaded,
     or, with no report of that fingerprint, all but the reports beyond its step."""
     loaded = resume.get("fingerprint")
-    for index in range(len(kept) - 1, -1, -1):
-        if loaded is not None and kept[index]["event"] == "report" and kept[index].get("fingerprint") == loaded:
-            return index + 1
+    if loaded is not None:
+        for index in range(len(kept) - 1, -1, -1):
+            if kept[index]["event"] == "report" and kept[index].get("fingerprint") == loaded:
+                return index + 1
     beyond = [i for i, e in enumerate(kept) if e["event"] == "report" and e["step"] > resume["step"]]
     return beyond[0] if beyond else len(kept)
 
