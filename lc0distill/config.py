@@ -62,6 +62,9 @@ class TeacherConfig(_Section):
     snapshot_every: int = Field(0, ge=0, description="N > 0: a frozen copy of the student, refreshed every N steps")
     cache: str | None = Field(None, description="a folder made by `lc0distill teacher cache` with these nets: "
                                                 "their outputs are read from it instead of computed each step")
+    precision: Literal["float32", "bf16", "fp16"] = Field(
+        "float32", description="the teacher's arithmetic on CUDA, whatever the student's train.amp (float32: "
+                               "autocast off for the teacher)")
 
     @model_validator(mode="after")
     def _weights_match(self) -> "TeacherConfig":
@@ -135,11 +138,21 @@ class LossConfig(_Section):
     """What the student is trained against, and how the parts are weighted.
 
     policy = (1 - a) * CE(data policy) + a * distill(teacher policy at temperature T)
-    value  = (1 - a) * value loss(q_ratio * q + (1 - q_ratio) * z) + a * value_distill * CE(teacher WDL)
-    where a is the teacher weight at the step (0 without a teacher). With a weight per teacher (kickstarting:
-    teacher.nets entries with `weight`), the data parts keep their full weight and each teacher k adds
-        lambda_k(t) * (policy_weight * distill_k + value_distill * value_weight * CE(teacher k's WDL)).
+    value  = (1 - a v) * value loss(q_ratio * q + (1 - q_ratio) * z) + a v * CE(teacher WDL), v = value_distill
+    moves-left = (1 - a m) * Huber(data plies left) + a m * Huber(teacher's moves-left), m = moves_left_distill
+    where a is the teacher weight at the step (0 without a teacher); a head the teacher lacks keeps the data's
+    full weight. With a weight per teacher (kickstarting: teacher.nets entries with `weight`), the data parts
+    keep their full weight and each teacher k adds
+        lambda_k(t) * (policy_weight * distill_k + value_distill * value_weight * CE(teacher k's WDL) + ...).
     """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_kl_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"t_squared", "scale_student"} & set(data):
+            raise ValueError("loss.t_squared and loss.scale_student are replaced by loss.kl_form: hinton (student "
+                             "and teacher at T, the KL times T^2) or lczero (the teacher at T only, no T^2)")
+        return data
 
     policy_weight: float = Field(1.0, ge=0.0)
     value_weight: float = Field(1.0, ge=0.0)
@@ -149,18 +162,24 @@ class LossConfig(_Section):
     mask_illegal: bool = Field(True, description="softmax over legal moves only")
     policy_distill: Literal["kl", "nll", "mse"] = Field("kl", description="kl: KL at temperature T; nll: the "
                                                         "teacher's best move; mse: centred logits")
-    t_squared: bool = Field(False, description="multiply the KL by T^2 (Hinton)")
-    scale_student: bool = Field(True, description="divide the student's logits by T too (False: lczero style)")
-    value_distill: float = Field(1.0, ge=0.0, description="weight of the teacher's WDL inside the value part")
+    kl_form: Literal["hinton", "lczero"] = Field(
+        "hinton", description="hinton: KL(teacher_T || student_T) * T^2 (Hinton et al. 2015); lczero: the teacher "
+                              "at T only, the student at 1, no T^2 (Cyanogenoid's distill branch; T < 1 is Rusu "
+                              "et al.'s sharp teacher)")
+    value_distill: float = Field(1.0, ge=0.0, le=1.0, description="the teacher's share of the value target, as a "
+                                 "fraction of its weight a: a * value_distill (the data keeps the rest)")
+    moves_left_distill: float = Field(0.0, ge=0.0, le=1.0, description="the teacher's share of the moves-left "
+                                      "target, as a fraction of its weight a (where both nets have the head)")
     teacher_weight: TeacherWeightSchedule = Field(default_factory=TeacherWeightSchedule)
     temperature: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
 
 
 class TrainConfig(_Section):
     steps: int = Field(1000, gt=0, description="optimizer steps")
-    batch_norm_momentum: float = Field(0.1, ge=0.0, le=1.0, description="weight of each batch in the running "
-                                       "batch-norm statistics (PyTorch's 0.1); 0 freezes them, so a net fine-tuned "
-                                       "at lr 0 stays exactly the net it started from")
+    batch_norm_momentum: float = Field(0.01, ge=0.0, le=1.0, description="weight of each batch in the running "
+                                       "batch-norm statistics (lczero-training's Keras momentum 0.99 is 0.01 here); "
+                                       "0 freezes them, so a net fine-tuned at lr 0 stays exactly the net it started "
+                                       "from")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: Nesterov momentum, lc0's default")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
@@ -178,6 +197,9 @@ class TrainConfig(_Section):
     log_every: int = Field(50, gt=0)
     eval_every: int = Field(500, ge=0, description="0: only at the end")
     eval_positions: int = Field(20000, gt=0, description="held-out positions per evaluation")
+    keep_best: bool = Field(False, description="keep the net of the evaluation with the lowest held-out policy loss "
+                                               "as best.pt in run_dir (its step and metrics in best.json): "
+                                               "early stopping on a validation set given as data.test_paths")
     checkpoint_every: int = Field(500, gt=0)
     max_skipped_steps: int = Field(10, ge=0, description="steps with a non-finite loss or gradient are skipped; "
                                                          "more than this many within skip_window batches stop the run")
@@ -225,6 +247,16 @@ class RunConfig(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _ensemble_cache_at_t1(self) -> "RunConfig":
+        temperature = self.loss.temperature
+        tempered = temperature.start != 1.0 or (temperature.kind == "linear" and temperature.end != 1.0)
+        if self.teacher.cache and len(self.teacher.nets) > 1 and tempered and self.loss.policy_distill == "kl":
+            raise ValueError("teacher.cache holds the ensemble's policy mixed at temperature 1, and an ensemble is "
+                             "tempered per teacher (the mean of each net's softmax(logits / T)): keep "
+                             "loss.temperature at 1, or leave teacher.cache out (the teachers then run live)")
+        return self
 
     @model_validator(mode="after")
     def _one_teacher_weight_form(self) -> "RunConfig":
@@ -315,11 +347,16 @@ def _load_yaml(text: str) -> Any:
         raise yaml.YAMLError(f"{type(error).__name__}: {error}") from None
 
 
+def _printable(text: str) -> str:
+    """Keys and messages as one line: a key may be any YAML string, line breaks and control characters too."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"])
-        message = problem["msg"].removeprefix("Value error, ")
+        key = ".".join(_printable(str(part)) for part in problem["loc"])
+        message = _printable(problem["msg"].removeprefix("Value error, "))
         lines.append(f"{key}: {message}" if key else message)
     return f"{source}: invalid configuration: " + "; ".join(lines)
 

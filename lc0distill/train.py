@@ -52,7 +52,7 @@ from lc0distill.distill.cache import open_for_run
 from lc0distill.distill.objective import kickstart_loss_parts, loss_parts
 from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible, teach
 from lc0distill.errors import Lc0DistillError
-from lc0distill.fileio import read_records
+from lc0distill.fileio import read_records, write_atomic
 from lc0distill.evaluate import evaluate_net
 from lc0distill.init_from import initialise_from, with_init_architecture
 from lc0distill.guard import (
@@ -102,6 +102,15 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def rank_batch_size(batch_size: int, world: int) -> int:
+    """Each rank's share of data.batch_size, the global batch (as lczero-training splits it over replicas):
+    DDP averages the ranks' gradients, so a step sees and weighs batch_size positions whatever the ranks."""
+    if batch_size % world:
+        raise Lc0DistillError(f"data.batch_size={batch_size} is the global batch, split over {world} ranks: give a "
+                              f"multiple of {world}")
+    return batch_size // world
+
+
 AUTO_REPLAY_RECORDS = 20_000_000  # about a minute of reading: beyond it, resume_data=auto starts a new stream
 
 
@@ -132,7 +141,7 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
 def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
     teacher_config = config.teacher
     if teacher_config.snapshot_every:
-        return SnapshotTeacher(student, teacher_config.snapshot_every)
+        return SnapshotTeacher(student, teacher_config.snapshot_every, teacher_config.precision)
     if not teacher_config.nets:
         return None
     nets = []
@@ -143,7 +152,7 @@ def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
         if isinstance(net, torch.nn.Module):  # ONNX teachers are watched by the non-finite guard instead
             check_finite_net(net, f"teacher {path}")
         nets.append(net)
-    return NetTeacher(nets, teacher_config.weights or None).to(device)
+    return NetTeacher(nets, teacher_config.weights or None, teacher_config.precision).to(device)
 
 
 class SWA:
@@ -153,6 +162,10 @@ class SWA:
         self.model = copy.deepcopy(model).eval()
         self.count = 0
         self.max_models = max_models
+
+    def or_live(self, model: SEResNet) -> SEResNet:
+        """The average, or `model` itself before the first update (the copy would be the untrained start)."""
+        return self.model if self.count else model
 
     @torch.no_grad()
     def update(self, model: SEResNet) -> None:
@@ -175,6 +188,7 @@ class Run:
         self.config = config
         self.log = log
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self.rank_batch_size = rank_batch_size(config.data.batch_size, self.world)
         self.device = pick_device(config.train.device)
         if self.world > 1:
             self._init_distributed()
@@ -200,6 +214,7 @@ class Run:
         self.swa = SWA(self.student, config.train.swa_max_models) if config.train.swa_every else None
         self.step = 0
         self.batches_consumed = 0
+        self.best: dict | None = None  # train.keep_best: {"step", "policy_loss"} of best.pt
         self.stream = DataStream()
         self.scaler = torch.amp.GradScaler(enabled=config.train.amp == "fp16" and self.device.type == "cuda")
         selected = select_sources(config.data)
@@ -280,6 +295,7 @@ class Run:
                 "snapshot": None if not isinstance(self.teacher, SnapshotTeacher) else
                 {"model": self.teacher.net.state_dict(), "taken_at": self.teacher.taken_at},
                 "step": self.step, "batches_consumed": self.batches_consumed, "guard": self.guard.state(),
+                "best": self.best,
                 "data_stream": {"start": self.stream.start, "seed_offset": self.stream.seed_offset},
                 "rng": rng_state()}
 
@@ -298,6 +314,7 @@ class Run:
             self.teacher.net.load_state_dict(state["snapshot"]["model"])
             self.teacher.taken_at = state["snapshot"]["taken_at"]
         self.step, self.batches_consumed = state["step"], state["batches_consumed"]
+        self.best = state.get("best")
         self.guard.restore(state.get("guard"))
         self.stream = DataStream(**state.get("data_stream", {}))  # older checkpoints: one stream from the start
         restore_rng(state["rng"])
@@ -324,7 +341,8 @@ class Run:
             self.log(f"data: a new stream from batch {self.batches_consumed} (seed offset "
                      f"{self.stream.seed_offset}) instead of re-reading {skip:,} batches")
             skip = 0
-        loader = make_loader(self.config.data, self.train_sources, passes=None, rank=self.rank,
+        data = self.config.data.model_copy(update={"batch_size": self.rank_batch_size})
+        loader = make_loader(data, self.train_sources, passes=None, rank=self.rank,
                              world_size=self.world, device=str(self.device), seed_offset=self.stream.seed_offset,
                              needs_q=self.config.loss.q_ratio > 0, keep=self.keep_records,
                              origin_name=self.origin_name)
@@ -344,7 +362,7 @@ class Run:
         if mode != "auto":
             return mode == "reseed"
         data = self.config.data
-        return skip * data.batch_size * data.sample_rate > AUTO_REPLAY_RECORDS
+        return skip * self.rank_batch_size * data.sample_rate > AUTO_REPLAY_RECORDS
 
     def test_batches(self):
         loader = make_loader(self.config.data, self.test_sources, passes=1, device=str(self.device), sample_rate=1,
@@ -474,10 +492,23 @@ class Run:
         return {k: v for k, v in at_step[-1].items() if k not in ("kind", "step")} if at_step else {}
 
     def evaluate(self) -> dict:
-        net = self.swa.model if self.swa is not None else self.student
+        net = self.swa.or_live(self.student) if self.swa is not None else self.student
         metrics = evaluate_net(net, self.test_batches(), self.config.train.eval_positions, self.eval_teacher)
         self.record("test", metrics)
+        if self.config.train.keep_best:
+            self._keep_if_best(net, metrics)
         return metrics
+
+    def _keep_if_best(self, net: SEResNet, metrics: dict) -> None:
+        """best.pt and best.json: the net of the lowest held-out policy loss so far (ties: the earlier step)."""
+        loss = metrics.get("policy_loss")
+        if loss is None or (self.best is not None and loss >= self.best["policy_loss"]):
+            return
+        self._check_weights_finite("best.pt")
+        save_model(net, self.run_dir / "best.pt")
+        self.best = {"step": self.step, "policy_loss": loss}
+        write_atomic(self.run_dir / "best.json", (json.dumps({"step": self.step, "metrics": metrics}, indent=1,
+                                                             allow_nan=False) + "\n").encode())
 
     def check_ranks_agree(self) -> None:
         """DDP keeps every rank's parameters equal; batch-norm statistics are rank 0's (DDP broadcasts them
@@ -492,7 +523,7 @@ class Run:
         gathered = [torch.zeros_like(fingerprint) for _ in range(self.world)]
         dist.all_gather(gathered, fingerprint)
         identical = all(torch.equal(g, gathered[0]) for g in gathered)
-        self.record("ddp", {"ranks": self.world, "weights_identical": identical,
+        self.record("ddp", {"ranks": self.world, "rank_batch_size": self.rank_batch_size, "weights_identical": identical,
                             "fingerprints": [g.tolist() for g in gathered]})
         if not identical:
             raise Lc0DistillError(f"ranks ended with different weights: {[g.tolist() for g in gathered]}")
@@ -502,7 +533,7 @@ class Run:
         if self.rank != 0:
             return
         self._check_weights_finite("final net")
-        net = self.swa.model if self.swa is not None else self.student
+        net = self.swa.or_live(self.student) if self.swa is not None else self.student
         save_model(net, self.run_dir / "final.pt")
         if self.config.export.lc0:
             write_net(net.cpu() if self.device.type != "cpu" else net, self.run_dir / "final.pb.gz",
@@ -584,8 +615,9 @@ def train_until(run: Run, batches, stop_at: int, throughput: Throughput) -> dict
     metrics: dict = {}
     while run.step < stop_at:
         batch = next(batches)
-        throughput.positions += len(batch)
-        throughput.window_positions += len(batch)
+        positions = len(batch) * run.world  # every rank reads its share of the global batch
+        throughput.positions += positions
+        throughput.window_positions += positions
         report = run.train_step(batch)
         if report is None:  # skipped by the non-finite guard: nothing logged, evaluated or saved for it
             continue

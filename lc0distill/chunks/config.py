@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lc0distill.chess.expand import Rule50Scale
 from lc0distill.chunks.dataset import BatchLoader, StreamSpec
@@ -34,10 +34,21 @@ class DataConfig(BaseModel):
     workers: int = Field(2, ge=0, description="loader processes (0: read in the training process)")
     seed: int = 0
     q_source: QSource = QSource.BEST
-    rule50: Rule50Scale = Rule50Scale.ENGINE
+    rule50: Rule50Scale = Field(Rule50Scale.ENGINE, description="engine: the planes lc0 feeds its nets (the only "
+                                "choice: lc0distill's nets scale the rule-50 plane themselves)")
     strict: bool = Field(False, description="raise on a bad chunk or record instead of skipping it")
     max_chunk_records: int = Field(MAX_CHUNK_RECORDS, gt=0, description="a chunk holding more records is bad "
                                    "(one game per chunk; bounds what one file may make the reader allocate)")
+
+    @field_validator("rule50")
+    @classmethod
+    def _engine_planes_only(cls, rule50: Rule50Scale) -> Rule50Scale:
+        if rule50 == Rule50Scale.TRAINER:
+            raise ValueError("trainer feeds count/99, as lczero-training's loader feeds its TensorFlow nets; "
+                             "lc0distill's nets read the engine's planes (the raw count for formats 1-3) and scale "
+                             "plane 109 themselves, so a net trained on trainer planes would meet 99 times its "
+                             "training input in lc0: leave data.rule50 at engine")
+        return rule50
 
 
 @dataclass

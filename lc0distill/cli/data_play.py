@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lc0distill.chunks.build import records_from_net_game
+from lc0distill.chunks.build import records_from_game, records_from_net_game
 from lc0distill.chunks.pgn import next_chunk_index
 from lc0distill.chunks.writer import GameChunkWriter
 from lc0distill.cli.arguments import positive_int
@@ -46,6 +46,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the games' seed (default %(default)s)")
     parser.add_argument("--runtime", choices=("onnxruntime", "pytorch"), default="onnxruntime",
                         help="what runs an lc0 or .pt net in-process (default %(default)s)")
+    parser.add_argument("--targets", choices=("net", "played"), default="net",
+                        help="in-process games' targets: net: the net's own outputs (default); played: the played "
+                             "move one-hot and z, as a game record gives them (hard labels: a teacher cache or a "
+                             "live teacher adds the net's own at training)")
     parser.add_argument("--engine", choices=("policy", "lc0"), default="policy",
                         help="policy: in-process (default); lc0: the lc0 engine's selfplay")
     parser.add_argument("--visits", type=positive_int, default=800, help="--engine lc0: visits per move "
@@ -61,6 +65,8 @@ def _check(args: argparse.Namespace) -> None:
         raise Lc0DistillError(f"--temperature {args.temperature}: 0 or more is needed")
     if args.random_plies < 0:
         raise Lc0DistillError(f"--random-plies {args.random_plies}: 0 or more is needed")
+    if args.engine == "lc0" and args.targets != "net":
+        raise Lc0DistillError("--targets played is for in-process games: lc0's selfplay writes its search's targets")
     next_chunk_index(args.out)  # --out must be a folder, or not exist yet
     if not Path(args.net).exists():
         raise Lc0DistillError(f"{args.net}: no such net file")
@@ -80,8 +86,11 @@ def _play_in_process(args: argparse.Namespace) -> dict:
     with track("data play", total=args.games, unit="games") as bar:
         for game in play_games(net, args.games, settings, openings,
                                on_position=lambda n: bar.update(bar.completed, positions=bar.positions + n)):
-            records = records_from_net_game(game.moves, game.result, game.evaluations, net.config.input_format,
-                                            start=game.start)
+            if args.targets == "played":
+                records = records_from_game(game.moves, game.result, net.config.input_format, start=game.start)
+            else:
+                records = records_from_net_game(game.moves, game.result, game.evaluations, net.config.input_format,
+                                                start=game.start)
             writer.write_game(records)
             results[game.result] += 1
             positions += len(records)

@@ -60,22 +60,51 @@ def policy_cross_entropy(logits: torch.Tensor, target: torch.Tensor, legal: torc
     return -(target.float() * log_p).sum(dim=1).mean()
 
 
-def policy_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, legal: torch.Tensor,
-              temperature: float = 1.0, t_squared: bool = False, scale_student: bool = True) -> torch.Tensor:
-    """KL(teacher_T || student_T), p_T = softmax(logits / T) over legal moves.
+KL_FORMS = ("hinton", "lczero")
 
-    student_logits, teacher_logits (B, 1858); legal (B, 1858) bool; the teacher is detached.
-    - Hinton et al.: both nets at temperature T (scale_student=True) and, with t_squared, the loss times T^2
-      so that the gradients keep their size as T changes.
-    - lczero-style distillation (Cyanogenoid's `distill` branch, FORMATS §7) divides only the teacher's
-      logits by T, has no T^2 factor and uses the cross-entropy: scale_student=False, t_squared=False.
-      The KL equals that cross-entropy minus the teacher's entropy, a constant: same gradients.
+
+def tempered_log_probs(teacher_logits: torch.Tensor, legal: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, N) log softmax(teacher_logits / T) over the legal moves (0 at illegal ones); the teacher detached."""
+    return _log_probs(teacher_logits.detach().float() / temperature, legal)
+
+
+def mixture_log_probs(members: "list[tuple[float, torch.Tensor]]", legal: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """(B, N) log of sum_k w_k softmax(y_k / T) over the legal moves: an ensemble tempered per teacher (each
+    teacher's softmax at T, then averaged, as Cyanogenoid's branch averages its teachers' tempered targets).
+    members: (w_k, logits_k (B, N)), the weights summing to 1."""
+    mixed = sum(weight * _probs(tempered_log_probs(logits, legal, temperature), legal) for weight, logits in members)
+    return mixed.clamp_min(1e-30).log().masked_fill(~legal, 0.0)  # (B, N)
+
+
+def policy_kl_to(student_logits: torch.Tensor, target_log_p: torch.Tensor, legal: torch.Tensor,
+                 temperature: float = 1.0, form: str = "hinton") -> torch.Tensor:
+    """KL(p_T || student) for a target already at temperature T (`tempered_log_probs`, `mixture_log_probs`).
+
+    student_logits (B, 1858); target_log_p (B, 1858) log-probabilities, 0 at illegal moves; legal (B, 1858).
+    - form "hinton" (Hinton et al. 2015): the student at T too, and the KL times T^2, so that the gradient
+      keeps its size as T changes;
+    - form "lczero" (Cyanogenoid's `distill` branch, FORMATS §7): the student at T = 1 and no T^2 factor. The
+      branch minimises the cross-entropy; the KL differs from it by the target's entropy, a constant: the
+      same gradients. A sharp teacher (T < 1, Rusu et al. 2016) is this form.
     """
-    log_t = _log_probs(teacher_logits.detach().float() / temperature, legal)  # (B, 1858)
-    student = student_logits.float() / temperature if scale_student else student_logits.float()
-    log_s = _log_probs(student, legal)  # (B, 1858)
-    kl = (_probs(log_t, legal) * (log_t - log_s)).sum(dim=1).mean()
-    return kl * temperature**2 if t_squared else kl
+    if form not in KL_FORMS:
+        raise ValueError(f"KL form must be one of {', '.join(KL_FORMS)}, got {form!r}")
+    hinton = form == "hinton"
+    log_s = _log_probs(student_logits.float() / temperature if hinton else student_logits.float(), legal)
+    kl = (_probs(target_log_p, legal) * (target_log_p - log_s)).sum(dim=1).mean()
+    return kl * temperature**2 if hinton else kl
+
+
+def policy_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, legal: torch.Tensor,
+              temperature: float = 1.0, form: str = "hinton") -> torch.Tensor:
+    """KL(softmax(teacher / T) || student) over legal moves in the given form (see `policy_kl_to`).
+
+    student_logits, teacher_logits (B, 1858); legal (B, 1858) bool; the teacher is detached. At T = 1 the
+    two forms are the same loss.
+    """
+    return policy_kl_to(student_logits, tempered_log_probs(teacher_logits, legal, temperature), legal,
+                        temperature, form)
 
 
 def policy_teacher_nll(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 import torch
 
+from lc0distill.distill.losses import mixture_log_probs, tempered_log_probs
 from lc0distill.errors import Lc0DistillError
 from lc0distill.models.config import ValueHead
 from lc0distill.models.net import NetOutput, SEResNet
@@ -29,6 +30,9 @@ class ExportedNet(Protocol):
 Net = SEResNet | ExportedNet
 
 
+Precision = Literal["float32", "bf16", "fp16"]
+
+
 @dataclass
 class TeacherOutput:
     policy_logits: torch.Tensor  # (B, 1858): a single net's logits; for an ensemble, log of the mixed policy
@@ -36,6 +40,22 @@ class TeacherOutput:
     moves_left: torch.Tensor | None = None  # (B,) plies (weighted mean), when every net has the head
     best: torch.Tensor | None = None  # (B,) int64 policy index of the best legal move, where known exactly (a
     # cache: its 16-bit log-probabilities can tie or swap two near-equal moves; the argmax was taken before)
+    members: list[tuple[float, torch.Tensor]] | None = None  # an ensemble's (weight, (B, 1858) logits) per net
+
+    def policy_log_probs(self, legal: torch.Tensor, temperature: float) -> torch.Tensor:
+        """(B, 1858) the policy target at temperature T: log softmax(logits / T) over the legal moves, or for
+        an ensemble the mixture of each net's softmax(logits_k / T)."""
+        if self.members is not None:
+            return mixture_log_probs(self.members, legal, temperature)
+        return tempered_log_probs(self.policy_logits, legal, temperature)
+
+
+def precision_context(device: torch.device, precision: Precision):
+    """The autocast a teacher runs under, whatever the student's: float32 by default (autocast off); bf16 or
+    fp16 autocast where asked for, on CUDA only (as train.amp)."""
+    if precision == "float32" or device.type != "cuda":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def teach(teacher, batch, planes: torch.Tensor | None = None) -> TeacherOutput:
@@ -69,9 +89,12 @@ def _frozen(net: Net) -> Net:
 
 
 class NetTeacher:
-    """One or more fixed nets. An ensemble mixes the probabilities with the given weights."""
+    """One or more fixed nets. An ensemble mixes the probabilities with the given weights (at the distillation
+    temperature, each net's softmax(logits / T): TeacherOutput.policy_log_probs). The nets run in `precision`
+    (float32 by default) whatever autocast the caller is under."""
 
-    def __init__(self, nets: Sequence[Net], weights: Sequence[float] | None = None):
+    def __init__(self, nets: Sequence[Net], weights: Sequence[float] | None = None, precision: Precision = "float32"):
+        self.precision = precision
         if not nets:
             raise ValueError("a teacher needs at least one net")
         self.nets = [_frozen(net) for net in nets]
@@ -93,20 +116,26 @@ class NetTeacher:
         active = [True] * len(self.nets) if active is None else list(active)
         if len(active) != len(self.nets):
             raise ValueError(f"{len(active)} active flags for {len(self.nets)} teacher nets")
-        return [_single(net(planes)) if on else None for net, on in zip(self.nets, active)]
+        return [_single(self._run(net, planes)) if on else None for net, on in zip(self.nets, active)]
+
+    def _run(self, net: Net, planes: torch.Tensor) -> NetOutput:
+        with precision_context(planes.device, self.precision):
+            return net(planes.float())
 
     @torch.no_grad()
     def __call__(self, planes: torch.Tensor) -> TeacherOutput:  # planes (B, 112, 8, 8)
-        outputs = [net(planes) for net in self.nets]
+        outputs = [self._run(net, planes) for net in self.nets]
         if len(outputs) == 1:
             return _single(outputs[0])
+        # policy_logits: the mixture at T = 1 (the best move, agreement); the loss tempers each member
         policy = sum(w * o.policy_logits.float().softmax(dim=1) for w, o in zip(self.weights, outputs))
         wdl = mlh = None
         if all(o.wdl_logits is not None for o in outputs):
             wdl = sum(w * o.wdl_logits.float().softmax(dim=1) for w, o in zip(self.weights, outputs))
         if all(o.moves_left is not None for o in outputs):
             mlh = sum(w * o.moves_left.float().reshape(-1) for w, o in zip(self.weights, outputs))
-        return TeacherOutput(policy.clamp_min(1e-30).log(), wdl, mlh)
+        members = [(w, o.policy_logits.float()) for w, o in zip(self.weights, outputs)]
+        return TeacherOutput(policy.clamp_min(1e-30).log(), wdl, mlh, members=members)
 
 
 def _single(out: NetOutput) -> TeacherOutput:
@@ -119,8 +148,8 @@ def _single(out: NetOutput) -> TeacherOutput:
 class SnapshotTeacher:
     """A frozen copy of the student, refreshed every `every` steps (the target-network idea)."""
 
-    def __init__(self, student: SEResNet, every: int):
-        self.every = every
+    def __init__(self, student: SEResNet, every: int, precision: Precision = "float32"):
+        self.every, self.precision = every, precision
         self.net = _frozen(copy.deepcopy(student))
         self.taken_at = 0
 
@@ -132,6 +161,5 @@ class SnapshotTeacher:
 
     @torch.no_grad()
     def __call__(self, planes: torch.Tensor) -> TeacherOutput:
-        out = self.net(planes)
-        wdl = out.wdl_logits.float().softmax(dim=1) if out.wdl_logits is not None else None
-        return TeacherOutput(out.policy_logits.float(), wdl)
+        with precision_context(planes.device, self.precision):
+            return _single(self.net(planes.float()))

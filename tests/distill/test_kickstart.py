@@ -23,7 +23,8 @@ def _masked_log_softmax(logits, legal, temperature=1.0):  # (B, 1858): over the 
 
 
 def _independent_total(out, batch, teachers, config: LossConfig, temp: float) -> float:
-    """data CE + value CE + moves-left + sum_k lambda_k (KL_k at T + value_distill * CE(teacher k's WDL))."""
+    """data CE + value CE + moves-left + sum_k lambda_k (T^2 KL_k at T + value_distill * CE(teacher k's WDL)),
+    the KL in Hinton's form (the default loss.kl_form)."""
     legal = batch.legal
     log_s = _masked_log_softmax(out.policy_logits, legal)
     policy = -(batch.policy * log_s.masked_fill(~legal, 0)).sum(1).mean()
@@ -34,7 +35,7 @@ def _independent_total(out, batch, teachers, config: LossConfig, temp: float) ->
     for weight, teacher in teachers:
         log_t = _masked_log_softmax(teacher.policy_logits, legal, temp)
         log_st = _masked_log_softmax(out.policy_logits, legal, temp)
-        kl = (log_t.exp() * (log_t - log_st)).masked_fill(~legal, 0).sum(1).mean()
+        kl = (log_t.exp() * (log_t - log_st)).masked_fill(~legal, 0).sum(1).mean() * temp**2
         value_ce = -(teacher.wdl_logits.softmax(1) * torch.log_softmax(out.wdl_logits, 1)).sum(1).mean()
         total = total + weight * (config.policy_weight * kl + config.value_distill * config.value_weight * value_ce)
     return float(total)

@@ -10,9 +10,11 @@ import torch
 
 from lc0distill.distill.losses import (
     blend_value_target,
+    mixture_log_probs,
     moves_left_huber,
     policy_cross_entropy,
     policy_kl,
+    policy_kl_to,
     policy_logit_mse,
     policy_teacher_nll,
     scalar_value_mse,
@@ -83,15 +85,30 @@ def ref_policy_ce(logits, target, legal, mask):
     return np.mean(out)
 
 
-def ref_kl(student, teacher, legal, temperature, t_squared, scale_student):
+def ref_kl(student, teacher, legal, temperature, form):
+    """Hinton: KL(softmax(t/T) || softmax(s/T)) * T^2; lczero: KL(softmax(t/T) || softmax(s)), no factor."""
     student, teacher, legal = _np(student), _np(teacher), _np(legal)
+    hinton = form == "hinton"
     out = []
     for row in range(len(student)):
         idx = np.flatnonzero(legal[row])
         lt = _lsm(teacher[row, idx] / temperature)
-        ls = _lsm(student[row, idx] / (temperature if scale_student else 1.0))
+        ls = _lsm(student[row, idx] / (temperature if hinton else 1.0))
         out.append(sum(math.exp(a) * (a - b) for a, b in zip(lt, ls)))
-    return np.mean(out) * (temperature**2 if t_squared else 1.0)
+    return np.mean(out) * (temperature**2 if hinton else 1.0)
+
+
+def ref_mixture_kl(student, members, legal, temperature, form):
+    """KL against sum_k w_k softmax(t_k / T), each teacher tempered before the mean (the reference's ensemble)."""
+    student, legal = _np(student), _np(legal)
+    hinton = form == "hinton"
+    out = []
+    for row in range(len(student)):
+        idx = np.flatnonzero(legal[row])
+        mixed = sum(w * np.exp(_lsm(_np(t)[row, idx] / temperature)) for w, t in members)
+        ls = _lsm(student[row, idx] / (temperature if hinton else 1.0))
+        out.append(sum(p * (math.log(p) - b) for p, b in zip(mixed, ls)))
+    return np.mean(out) * (temperature**2 if hinton else 1.0)
 
 
 def ref_entropy(teacher, legal):
@@ -157,12 +174,37 @@ def test_policy_cross_entropy(x, mask):
            ref_policy_ce(x["student"], x["target"], x["legal"], mask))
 
 
-@pytest.mark.parametrize("temperature", [1.0, 2.5, 0.7])
-@pytest.mark.parametrize("t_squared", [False, True])
-@pytest.mark.parametrize("scale_student", [True, False])
-def test_policy_kl(x, temperature, t_squared, scale_student):
-    _close(policy_kl(x["student"], x["teacher"], x["legal"], temperature, t_squared, scale_student),
-           ref_kl(x["student"], x["teacher"], x["legal"], temperature, t_squared, scale_student))
+@pytest.mark.parametrize("temperature", [1.0, 2.5, 0.7, 0.25])
+@pytest.mark.parametrize("form", ["hinton", "lczero"])
+def test_policy_kl(x, temperature, form):
+    _close(policy_kl(x["student"], x["teacher"], x["legal"], temperature, form),
+           ref_kl(x["student"], x["teacher"], x["legal"], temperature, form))
+
+
+def test_the_two_forms_agree_at_t1_only(x):
+    hinton = policy_kl(x["student"], x["teacher"], x["legal"], 1.0, "hinton")
+    torch.testing.assert_close(hinton, policy_kl(x["student"], x["teacher"], x["legal"], 1.0, "lczero"))
+    assert not torch.isclose(policy_kl(x["student"], x["teacher"], x["legal"], 2.0, "hinton"),
+                             policy_kl(x["student"], x["teacher"], x["legal"], 2.0, "lczero"))
+
+
+def test_unknown_kl_form_is_an_error(x):
+    with pytest.raises(ValueError, match="hinton, lczero"):
+        policy_kl(x["student"], x["teacher"], x["legal"], 2.0, "t_squared")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0, 0.5])
+@pytest.mark.parametrize("form", ["hinton", "lczero"])
+def test_an_ensemble_is_tempered_per_teacher(x, temperature, form):
+    other = torch.from_numpy(np.random.default_rng(7).normal(0, 2, (B, N)).astype(np.float32))
+    members = [(0.75, x["teacher"]), (0.25, other)]
+    target = mixture_log_probs(members, x["legal"], temperature)
+    _close(policy_kl_to(x["student"], target, x["legal"], temperature, form),
+           ref_mixture_kl(x["student"], members, x["legal"], temperature, form))
+    if temperature != 1.0:  # tempering the log of the T=1 mixture (the old way) is another target
+        at_one = mixture_log_probs(members, x["legal"], 1.0)
+        old = policy_kl(x["student"], at_one, x["legal"], temperature, form)
+        assert abs(old.item() - ref_mixture_kl(x["student"], members, x["legal"], temperature, form)) > 1e-3
 
 
 def test_kl_at_t1_is_cross_entropy_minus_teacher_entropy(x):
@@ -176,19 +218,21 @@ def test_kl_at_t1_is_cross_entropy_minus_teacher_entropy(x):
     _close(kl, ce.item() - ref_entropy(x["teacher"], x["legal"]))
 
 
-def test_t_squared_multiplies_by_t_squared(x):
-    plain = policy_kl(x["student"], x["teacher"], x["legal"], temperature=3.0)
-    scaled = policy_kl(x["student"], x["teacher"], x["legal"], temperature=3.0, t_squared=True)
-    torch.testing.assert_close(scaled, 9.0 * plain)
+def test_hinton_gradient_keeps_its_size_as_t_grows(x):
+    """Hinton's T^2: for large T the gradient of KL * T^2 tends to (s - t) / N-ish, not to 0 as 1/T^2."""
+    sizes = []
+    for t in (4.0, 8.0, 16.0):
+        student = x["student"].clone().requires_grad_(True)
+        policy_kl(student, x["teacher"], x["legal"], t, "hinton").backward()
+        sizes.append(student.grad.norm().item())
+    assert sizes[2] == pytest.approx(sizes[1], rel=0.1) and sizes[1] == pytest.approx(sizes[0], rel=0.2)
 
 
-def test_scale_student_false_divides_only_the_teacher(x):
-    """Cyanogenoid: student not divided by T, i.e. the same as dividing a student whose logits are T times larger."""
+def test_lczero_form_divides_only_the_teacher(x):
+    """Cyanogenoid: the student not divided by T, no T^2: his cross-entropy against softmax(teacher / T)
+    minus that target's entropy."""
     t = 2.0
-    unscaled = policy_kl(x["student"], x["teacher"], x["legal"], temperature=t, scale_student=False)
-    torch.testing.assert_close(unscaled, policy_kl(x["student"] * t, x["teacher"], x["legal"], temperature=t))
-    assert not torch.isclose(unscaled, policy_kl(x["student"], x["teacher"], x["legal"], temperature=t))
-    # and it is Cyanogenoid's cross-entropy against softmax(teacher / T) minus that target's entropy
+    unscaled = policy_kl(x["student"], x["teacher"], x["legal"], temperature=t, form="lczero")
     _close(unscaled, ref_policy_ce(x["student"], _teacher_probs(x, t), x["legal"], True)
            - ref_entropy(x["teacher"] / t, x["legal"]))
 
@@ -226,8 +270,8 @@ def test_policy_logit_mse_is_shift_invariant_per_row(x):
 
 MASKED = {
     "ce": lambda s, x: policy_cross_entropy(s, x["target"], x["legal"]),
-    "kl": lambda s, x: policy_kl(s, x["teacher"], x["legal"], temperature=1.5, t_squared=True),
-    "kl_cyan": lambda s, x: policy_kl(s, x["teacher"], x["legal"], temperature=1.5, scale_student=False),
+    "kl": lambda s, x: policy_kl(s, x["teacher"], x["legal"], temperature=1.5, form="hinton"),
+    "kl_cyan": lambda s, x: policy_kl(s, x["teacher"], x["legal"], temperature=1.5, form="lczero"),
     "nll": lambda s, x: policy_teacher_nll(s, x["teacher"], x["legal"]),
     "logit_mse": lambda s, x: policy_logit_mse(s, x["teacher"], x["legal"]),
 }
@@ -338,7 +382,7 @@ def _all_parts(x, student=None, wdl=None) -> dict[str, torch.Tensor]:
     target = blend_value_target(x["z"], x["q"], 0.5)
     return {
         "policy": policy_cross_entropy(s, x["target"], x["legal"]),
-        "policy_kl": policy_kl(s, x["teacher"], x["legal"], temperature=2.0, t_squared=True),
+        "policy_kl": policy_kl(s, x["teacher"], x["legal"], temperature=2.0, form="hinton"),
         "policy_nll": policy_teacher_nll(s, x["teacher"], x["legal"]),
         "policy_logit_mse": policy_logit_mse(s, x["teacher"], x["legal"]),
         "value": wdl_cross_entropy(w, target),
@@ -405,7 +449,7 @@ def test_bf16_autocast_is_finite_and_close_to_float32(x):
         return {
             "ce": policy_cross_entropy(policy, x["target"], x["legal"]),
             "ce_all": policy_cross_entropy(policy, x["target"], x["legal"], mask_illegal=False),
-            "kl": policy_kl(policy, t_policy, x["legal"], temperature=2.0, t_squared=True),
+            "kl": policy_kl(policy, t_policy, x["legal"], temperature=2.0, form="hinton"),
             "nll": policy_teacher_nll(policy, t_policy, x["legal"]),
             "logit_mse": policy_logit_mse(policy, t_policy, x["legal"]),
             "wdl_ce": wdl_cross_entropy(wdl, x["z"]),

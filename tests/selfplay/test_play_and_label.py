@@ -80,6 +80,26 @@ def test_data_play_writes_legal_games_labelled_by_the_net(capsys, tmp_path):
     assert np.abs(records["best_d"] - wdl[:, 1]).max() < 1e-4
 
 
+def test_data_play_with_played_targets_writes_the_games_hard_labels(capsys, tmp_path):
+    """--targets played: the same games (same seed), each record's policy the played move one-hot and its q the
+    result z, as a game record (CCRL) gives them: nothing of the net's outputs."""
+    folders = {}
+    for targets in ("net", "played"):
+        folders[targets] = tmp_path / targets
+        code, _, err = _run(capsys, "data", "play", "--net", MAIA, "--games", 2, "--out", folders[targets],
+                            "--seed", 3, "--max-plies", 40, "--targets", targets)
+        assert code == 0, err
+    for net_path, played_path in zip(*(sorted(folders[t].glob("game_*.gz")) for t in ("net", "played"))):
+        net, played = read_chunk(str(net_path)).records, read_chunk(str(played_path)).records
+        assert (net["planes"] == played["planes"]).all() and (net["played_idx"] == played["played_idx"]).all()
+        probabilities = played["probabilities"]
+        rows = np.arange(len(played))
+        assert (probabilities[rows, played["played_idx"]] == 1.0).all()
+        assert np.isclose(probabilities.clip(min=0).sum(axis=1), 1.0).all()
+        assert ((probabilities >= 0) == (net["probabilities"] >= 0)).all()  # the same legal moves
+        assert (played["best_q"] == played["result_q"]).all() and (played["best_d"] == played["result_d"]).all()
+
+
 def test_data_play_is_reproducible_by_seed_whatever_the_batching(capsys, tmp_path):
     folders = []
     for concurrency in (1, 3):

@@ -107,7 +107,63 @@ def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path, classical_d
     assert finished.returncode == 0, finished.stderr[-2000:]
     ddp = _records(run_dir, "ddp")[12]
     assert ddp["ranks"] == 2 and ddp["weights_identical"] is True
+    assert ddp["rank_batch_size"] == 24  # data.batch_size=48 is the global batch: 24 positions a rank
     assert ddp["fingerprints"][0] == ddp["fingerprints"][1]
+
+
+def test_batch_norm_statistics_move_at_momentum_001_by_default(tmp_path, classical_data):
+    """Keras' momentum 0.99 (lczero-training) is PyTorch's 0.01: after one step the running mean of a batch-norm
+    layer is 0.99 * its start (0) + 0.01 * the mean of the batch it saw, computed here from the layer's input."""
+    from lc0distill.train import open_run
+
+    config = load_config(None, _args(classical_data, tmp_path / "bn", 1, "train.lr.lr=0"))
+    run = open_run(config, log=lambda line: None)
+    layer = next(m for m in run.student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().double()))
+    try:
+        run.train_step(next(run.batches()))
+    finally:
+        hook.remove()
+        run.close_logs()
+    batch_mean = seen[0].mean(dim=(0, 2, 3))
+    assert torch.allclose(layer.running_mean.double(), 0.01 * batch_mean, atol=1e-6)
+
+
+def test_keep_best_keeps_the_net_of_the_lowest_held_out_policy_loss(tmp_path, classical_data):
+    run_dir = tmp_path / "best"
+    assert main(["train", *_args(classical_data, run_dir, 12, "train.keep_best=true", "train.eval_every=3",
+                                 "train.lr.lr=0.2", "train.log_every=3", "export.lc0=false")]) == 0
+    tests = _records(run_dir, "test")
+    best_step = min(sorted(tests), key=lambda step: tests[step]["policy_loss"])
+    kept = json.loads((run_dir / "best.json").read_text())
+    assert sorted(tests) == [3, 6, 9, 12] and kept["step"] == best_step
+    assert kept["metrics"]["policy_loss"] == tests[best_step]["policy_loss"]
+    from lc0distill.chunks.config import make_loader
+    from lc0distill.evaluate import evaluate_net
+    from lc0distill.shards.select import select_sources
+
+    config = load_config(run_dir / "config.yaml")
+    _, test_sources = select_sources(config.data)
+    again = evaluate_net(load_model(run_dir / "best.pt"), make_loader(config.data, test_sources, passes=1, sample_rate=1,
+                                                                      seed_offset=1), 200)
+    assert again["policy_loss"] == pytest.approx(tests[best_step]["policy_loss"], rel=1e-5)
+
+
+def test_swa_before_its_first_average_exports_the_live_student(tmp_path, classical_data):
+    """Fewer steps than train.swa_every: the final net is the trained student, not SWA's untouched copy of the
+    initial weights."""
+    run_dir = tmp_path / "swa"
+    assert main(["train", *_args(classical_data, run_dir, 4, "train.swa_every=10", "train.log_every=2",
+                                 "train.eval_every=0", "export.lc0=false")]) == 0
+    final = load_model(run_dir / "final.pt").state_dict()
+    live = load_checkpoint(run_dir / LATEST)["model"]
+    torch.manual_seed(0)  # train.seed: the weights the run started from
+    from lc0distill.models.net import SEResNet
+
+    start = SEResNet(load_config(run_dir / "config.yaml").net).state_dict()
+    name = "input.conv.weight"
+    assert torch.equal(final[name], live[name]) and not torch.equal(final[name], start[name])
 
 
 def test_distillation_from_a_real_lc0_teacher(tmp_path, selfplay_dir):
