@@ -11,6 +11,7 @@ reading too much (train.resume_data), a new stream starts there (nothing lost, a
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -109,6 +110,18 @@ def rank_batch_size(batch_size: int, world: int) -> int:
         raise Lc0DistillError(f"data.batch_size={batch_size} is the global batch, split over {world} ranks: give a "
                               f"multiple of {world}")
     return batch_size // world
+
+
+NO_DATA_DIGEST = "00" * 16
+
+
+def chain_digest(previous: str, packed: np.ndarray) -> str:
+    """The digest of the positions consumed so far, extended by one batch: (chunk, record) of each position in
+    order, chained, so a run's data stream is one short string (saved in checkpoints, resumed exactly)."""
+    digest = hashlib.blake2b(bytes.fromhex(previous), digest_size=16)
+    digest.update(np.ascontiguousarray(packed["chunk"], dtype="<u4").tobytes())
+    digest.update(np.ascontiguousarray(packed["record"], dtype="<u4").tobytes())
+    return digest.hexdigest()
 
 
 AUTO_REPLAY_RECORDS = 20_000_000  # about a minute of reading: beyond it, resume_data=auto starts a new stream
@@ -215,6 +228,7 @@ class Run:
         self.step = 0
         self.batches_consumed = 0
         self.best: dict | None = None  # train.keep_best: {"step", "policy_loss"} of best.pt
+        self.data_digest = NO_DATA_DIGEST  # the positions consumed, in order (two runs saw the same data: equal)
         self.stream = DataStream()
         self.scaler = torch.amp.GradScaler(enabled=config.train.amp == "fp16" and self.device.type == "cuda")
         selected = select_sources(config.data)
@@ -295,7 +309,7 @@ class Run:
                 "snapshot": None if not isinstance(self.teacher, SnapshotTeacher) else
                 {"model": self.teacher.net.state_dict(), "taken_at": self.teacher.taken_at},
                 "step": self.step, "batches_consumed": self.batches_consumed, "guard": self.guard.state(),
-                "best": self.best,
+                "best": self.best, "data_digest": self.data_digest,
                 "data_stream": {"start": self.stream.start, "seed_offset": self.stream.seed_offset},
                 "rng": rng_state()}
 
@@ -315,6 +329,7 @@ class Run:
             self.teacher.taken_at = state["snapshot"]["taken_at"]
         self.step, self.batches_consumed = state["step"], state["batches_consumed"]
         self.best = state.get("best")
+        self.data_digest = state.get("data_digest", NO_DATA_DIGEST)
         self.guard.restore(state.get("guard"))
         self.stream = DataStream(**state.get("data_stream", {}))  # older checkpoints: one stream from the start
         restore_rng(state["rng"])
@@ -353,6 +368,7 @@ class Run:
                 skip -= 1
                 continue
             self.batches_consumed += 1
+            self.data_digest = chain_digest(self.data_digest, packed)
             check_batch_formats(net_format, packed["input_format"], packed["chunk"], loader.source_name,
                                 "the student (net.input_format)")
             yield make_batch(packed, self.device, self.config.data.q_source, self.config.data.rule50)
@@ -507,8 +523,8 @@ class Run:
         self._check_weights_finite("best.pt")
         save_model(net, self.run_dir / "best.pt")
         self.best = {"step": self.step, "policy_loss": loss}
-        write_atomic(self.run_dir / "best.json", (json.dumps({"step": self.step, "metrics": metrics}, indent=1,
-                                                             allow_nan=False) + "\n").encode())
+        kept = {"step": self.step, "metrics": metrics, "data_digest": self.data_digest}
+        write_atomic(self.run_dir / "best.json", (json.dumps(kept, indent=1, allow_nan=False) + "\n").encode())
 
     def check_ranks_agree(self) -> None:
         """DDP keeps every rank's parameters equal; batch-norm statistics are rank 0's (DDP broadcasts them
@@ -598,6 +614,7 @@ def _loop(run: Run) -> RunResult:
     throughput = Throughput.now()
     started_at = run.step
     metrics = train_until(run, run.batches(), train_config.steps, throughput)
+    run.record("data", {"digest": run.data_digest, "batches": run.batches_consumed})
     if run.rank == 0 and run.step == started_at:  # a finished run started again: what it said at its end
         metrics = run.recorded("test", run.step) or run.evaluate()
     elif run.rank == 0 and (not train_config.eval_every or run.step % train_config.eval_every):

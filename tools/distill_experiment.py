@@ -1,40 +1,47 @@
-"""Does distillation help? One student trained on the data alone, one distilled from a teacher, both
-evaluated with the teacher on the same held-out games.
+"""Distillation on equal terms: students trained on the same positions for the same steps, with and without a
+teacher, scored on held-out games no run has seen or been tuned on.
 
-    python tools/distill_experiment.py                 # the default experiment (about 20 min on 2 idle CPU cores)
-    python tools/distill_experiment.py --quick         # a smoke run of a few minutes
-    python tools/distill_experiment.py --teacher-weight 0.7 --played-games 0 --no-cache --distilled-steps 1800
-                                                       # the equal-positions, equal-steps row (data only)
+    python tools/distill_experiment.py --seeds 3                 # the reference experiment (see docs/distillation.md)
+    python tools/distill_experiment.py --seeds 1 --evaluate-on validation --temperature 2   # a tuning row
+    python tools/distill_experiment.py --quick                   # a smoke run of a few minutes
 
-The defaults are the recipe that won in the rows of the issue-13 note (configs/distil-teacher-played.yaml):
-teacher weight 1 at temperature 1, 3,000 games the teacher plays against itself (data play) added to the
-distilled student's training data, the teacher's outputs from a cache made once, 4,500 steps for the
-distilled student (1,800 for the student alone, who overfits its 25k positions long before). Measured from
-scratch on 2 idle cores: 18.8 minutes, 52% of the held-out policy-loss gap closed; the lc0 match of the two
-students that follows when lc0 is installed (200 games at 1 node) adds about 40 s.
+Data: the lc0 games (--data, one game per chunk file) are split by a hash of each file's name into held-out
+games (--test-ratio), validation games (--val-ratio) and training games. The teacher also plays --played-games
+games against itself (`data play --targets played`: its moves sampled from its raw policy, each record
+labelled with the played move one-hot and the result z, as a game record gives them). Arms:
+- hard: the training games (their search policy and z) plus the played games (played move one-hot and z):
+  the labels a user training on games has;
+- distilled: the same files in the same order (the same seed stream: a digest of every position read proves
+  it), the teacher's policy (KL at --temperature in --kl-form) and WDL mixed with those labels at
+  --teacher-weight;
+- search (with --search-games N): the training games plus N games of the teacher's lc0 self-play at
+  --search-visits (real search policy and z, `data play --engine lc0`) instead of the played games: more real
+  data instead of a teacher. Its positions are not the others'.
+Every arm trains --steps steps; its validation policy loss every --eval-every steps picks its best checkpoint
+(train.keep_best), which is what is scored. --seeds K repeats every arm with seeds 0..K-1 (data order and
+initial weights); a seed's hard and distilled runs share the seed. Figures: each arm's held-out metrics (mean
+over seeds, the standard error across seeds, and a bootstrap over held-out games), the gap closed
+(hard - distilled) / (hard - teacher) per seed, and the lc0 match of distilled against hard at each
+--match-nodes (the games split over the seeds' pairs, pooled into one pentanomial Elo with its 95% interval).
 
-The chunk files (one game each) are split deterministically into training and held-out games by a hash of
-each file's name (`--test-ratio` of them held out); the two lists are written into the run folder and given
-to the runs as `@list` files in data.paths / data.test_paths, so nothing is written next to the data. Both
-students see the same data stream, from the same seed, for the same number of steps; the distilled one adds
-the teacher's policy (KL at `--temperature`) and WDL with weight `--teacher-weight`. The students have no
-moves-left head (the teacher has none to distil, and it keeps the two runs' losses comparable).
-
-Held-out metrics come from `lc0distill.evaluate.evaluate_net` on every position of the held-out games;
-"gap closed" is (alone - distilled) / (alone - teacher) for losses and (distilled - alone) / (teacher - alone)
-for accuracy, and the +-2 SE of distilled - alone is a bootstrap over held-out games (positions of one game
-are correlated, so games are the unit). Runs are written to OUT/alone and OUT/distilled (replaced if they
-exist); the script only imports lc0distill, never the other way round.
+Runs live in OUT/runs/<arm>-<hash of their config>: an interrupted experiment continues where it stopped, and
+rows that change one arm's settings reuse the other arm's runs. --json prints one object (the shape is in
+docs/distillation.md); the table and the object are also written to OUT/result.md and OUT/result.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,109 +49,109 @@ import torch
 
 from lc0distill.chunks.config import DataConfig, make_loader, select_sources
 from lc0distill.chunks.sources import find_chunks
-from lc0distill.config import RunConfig, load_config
+from lc0distill.config import RunConfig, dump_config, load_config
+from lc0distill.fileio import file_sha256
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
 from lc0distill.models.store import load_model
 from lc0distill.nets import load_net
-from lc0distill.train import train
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEACHER = PROJECT_ROOT.parent / "shared" / "nets" / "maia-1900.pb.gz"
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "lc0-selfplay-maia1900"
 DEFAULT_OUT = PROJECT_ROOT / "runs" / "distill-experiment"
-
-# (metric, label, lower is better)
-ROWS = (("policy_loss", "policy loss", True), ("top1_accuracy", "top-1 accuracy", False),
-        ("value_mse", "value MSE", True), ("value_ce", "value CE", True))
-TINY_GAP = 0.01  # relative to the teacher's value: below this, the share of the gap is noise
+METRICS = (("policy_loss", "policy loss", True), ("top1_accuracy", "top-1", False), ("value_mse", "value MSE", True),
+           ("value_ce", "value CE", True))
+BOOTSTRAP_DRAWS = 2000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="distill_experiment.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
-    parser.add_argument("--data", nargs="+", default=[str(DEFAULT_DATA)],
-                        help="chunk files, folders, globs or @lists (one game per chunk file)")
-    parser.add_argument("--student", default="32x4", help="student size, FILTERSxBLOCKS")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps for each student "
-                        "(default 1800, --quick 60)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=0.05, help="peak SGD rate (warmup, then cosine to 1%%)")
-    parser.add_argument("--test-ratio", type=float, default=0.1, help="share of games held out")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="run folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--teacher-weight", type=float, default=1.0, help="teacher's share of the targets")
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the policy KL")
-    parser.add_argument("--teacher-schedule", choices=["constant", "linear_decay", "switch_off"], default="constant",
-                        help="the teacher weight over the distilled student's steps: kept, decayed linearly to 0 "
-                             "from --teacher-schedule-at to the last step, or switched off at --teacher-schedule-at")
-    parser.add_argument("--teacher-schedule-at", type=float, default=0.5, metavar="FRACTION",
-                        help="share of the distilled steps where the decay starts or the teacher switches off")
-    parser.add_argument("--workers", type=int, default=1, help="loader processes for training")
-    parser.add_argument("--played-games", type=int, default=None,
-                        help="games the teacher plays against itself (lc0distill data play), added to the "
-                             "distilled student's training data only: teacher-played, teacher-labelled positions "
-                             "(default 3000, --quick 20; 0: none)")
-    parser.add_argument("--played-temperature", type=float, default=1.0, help="sampling temperature of those games")
-    parser.add_argument("--played-random-plies", type=int, default=4, help="random plies opening those games")
-    parser.add_argument("--q-ratio-row", type=float, default=0.0, metavar="Q",
-                        help="also train the student alone against the value target Q*q + (1-Q)*z and compare "
-                             "its held-out value MSE vs z with the z-only student's (0: no such row)")
-    parser.add_argument("--reuse", "--keep-alone", action="store_true", dest="reuse",
-                        help="reuse a run of OUT trained with exactly its config (rows that change one student)")
-    parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
-                        help="the distilled student reads the teacher's outputs from a teacher cache made once "
-                             "(lc0distill teacher cache) instead of running the teacher every step")
-    parser.add_argument("--student-lr", type=float, default=None,
-                        help="the distilled student's peak rate (default: --lr)")
-    parser.add_argument("--distilled-steps", type=int, default=None,
-                        help="the distilled student's steps (default: 2.5 x --steps with played games, else --steps)")
-    parser.add_argument("--match-games", type=int, default=200,
-                        help="games of the distilled student against the student alone in the lc0 engine at "
-                             "--match-nodes, when lc0 is installed (0: no match; default %(default)s)")
-    parser.add_argument("--match-nodes", type=int, default=1, help="lc0 nodes per move in that match (default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: few steps, part of the held-out set")
+    add = parser.add_argument
+    add("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
+    add("--data", nargs="+", default=[str(DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs, @lists")
+    add("--student", default="32x4", help="student size, FILTERSxBLOCKS")
+    add("--steps", type=int, default=None, help="optimizer steps of every arm (default 4500; --quick 40)")
+    add("--batch-size", type=int, default=256)
+    add("--lr", type=float, default=0.05, help="peak SGD rate (warmup 5%%, then cosine to 1%%)")
+    add("--seeds", type=int, default=3, help="seeds per arm (data order and initial weights)")
+    add("--test-ratio", type=float, default=0.1, help="share of the lc0 games held out for the report")
+    add("--val-ratio", type=float, default=0.1, help="share of the lc0 games that pick each arm's best checkpoint")
+    add("--evaluate-on", choices=("held-out", "validation"), default="held-out",
+        help="the games scored: validation for tuning rows (never tune on held-out games)")
+    add("--played-games", type=int, default=None, help="teacher-played games in every arm's training data "
+        "(default 3000; --quick 20; 0: none)")
+    add("--played-temperature", type=float, default=1.0, help="sampling temperature of those games")
+    add("--played-random-plies", type=int, default=4, help="random plies opening those games")
+    add("--search-games", type=int, default=0, help="the search arm: games of the teacher's lc0 self-play "
+        "(0: no search arm)")
+    add("--search-visits", type=int, default=16, help="visits per move of those games")
+    add("--teacher-weight", type=float, default=1.0, help="the teacher's share of the policy target")
+    add("--value-distill", type=float, default=1.0, help="the teacher's share of the value target, as a "
+        "fraction of --teacher-weight")
+    add("--temperature", type=float, default=1.0, help="temperature of the teacher's policy")
+    add("--kl-form", choices=("hinton", "lczero"), default="hinton", help="hinton: both at T, x T^2; lczero: "
+        "the teacher at T only (T < 1: Rusu et al.'s sharp teacher)")
+    add("--teacher-schedule", choices=("constant", "linear_decay", "switch_off"), default="constant",
+        help="the teacher weight over the steps: kept, decayed linearly to 0 from --teacher-schedule-at, or "
+             "switched off there")
+    add("--teacher-schedule-at", type=float, default=0.5, metavar="FRACTION", help="share of the steps where "
+        "the decay starts or the teacher switches off")
+    add("--eval-every", type=int, default=None, help="steps between validation evaluations (default: steps/15)")
+    add("--jobs", type=int, default=2, help="runs trained at once (each with cores/jobs threads)")
+    add("--match-games", type=int, default=200, help="lc0 games of distilled against hard at each --match-nodes, "
+        "split over the seeds (0: no match)")
+    add("--match-nodes", default="1,100", help="lc0 nodes per move, comma-separated")
+    add("--out", type=Path, default=DEFAULT_OUT, help="experiment folder")
+    add("--json", action="store_true", help="print the result as one JSON object (the log goes to stderr)")
+    add("--quick", action="store_true", help="smoke run: few steps and games, part of the held-out set")
     args = parser.parse_args(argv)
-    if args.steps is None:
-        args.steps = 60 if args.quick else 1800
-    if args.played_games is None:
-        args.played_games = 20 if args.quick else 3000
+    args.steps = args.steps or (40 if args.quick else 4500)
+    args.played_games = (20 if args.quick else 3000) if args.played_games is None else args.played_games
     if args.quick:
-        args.match_games = min(args.match_games, 20)
-    if args.distilled_steps is None:
-        args.distilled_steps = args.steps * 5 // 2 if args.played_games else args.steps
-    if args.steps < 1 or args.batch_size < 1:
-        parser.error("--steps and --batch-size must be at least 1")
-    if not 0.0 < args.test_ratio < 1.0:
-        parser.error("--test-ratio must be between 0 and 1")
-    if not 0.0 <= args.teacher_weight <= 1.0:
-        parser.error("--teacher-weight must be between 0 and 1")
-    if args.temperature <= 0:
-        parser.error("--temperature must be > 0")
-    if not 0.0 <= args.teacher_schedule_at < 1.0:
-        parser.error("--teacher-schedule-at must be in [0, 1)")
+        args.match_games = min(args.match_games, 8)
+        args.seeds = min(args.seeds, 2)
+    args.eval_every = args.eval_every or max(1, args.steps // 15)
+    args.match_nodes = [int(n) for n in args.match_nodes.split(",") if n.strip()]
+    problems = [message for bad, message in (
+        (args.steps < 1 or args.batch_size < 1 or args.seeds < 1, "--steps, --batch-size and --seeds must be >= 1"),
+        (not (0 < args.test_ratio and 0 < args.val_ratio and args.test_ratio + args.val_ratio < 1),
+         "--test-ratio and --val-ratio must be > 0 and sum below 1"),
+        (not 0.0 <= args.teacher_weight <= 1.0, "--teacher-weight must be in [0, 1]"),
+        (not 0.0 <= args.value_distill <= 1.0, "--value-distill must be in [0, 1]"),
+        (args.temperature <= 0, "--temperature must be > 0"),
+        (not 0.0 <= args.teacher_schedule_at < 1.0, "--teacher-schedule-at must be in [0, 1)"),
+        (any(n < 1 for n in args.match_nodes), "--match-nodes are positive node counts"),
+    ) if bad]
+    if problems:
+        parser.error(problems[0])
     return args
+
+
+def say(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------- data
 
-def _split_key(path: str) -> tuple[bytes, str]:
-    """A file's place in the split: a hash of its name only, so the split does not depend on where data lives."""
-    return hashlib.blake2b(Path(path).name.encode(), digest_size=8).digest(), path
+@dataclass(frozen=True)
+class Split:
+    train: list[str]
+    validation: list[str]
+    held_out: list[str]
 
 
-def split_games(data: list[str], test_ratio: float) -> tuple[list[str], list[str]]:
-    """(train files, held-out files): the first round(ratio * n) files in hash order are held out.
-
-    Loose chunk files hold one game each; a .tar archive is one unit of the split (all its games on one side).
-    """
+def split_games(data: list[str], test_ratio: float, val_ratio: float) -> Split:
+    """Files in the order of a hash of their names: the first test_ratio of them held out, the next val_ratio
+    for validation, the rest for training. The same files whatever the folder or the other settings."""
     files = sorted({str(Path(source.path).resolve()) for source in find_chunks(data)})
-    if len(files) < 2:
-        raise Lc0DistillError(f"need at least 2 chunk files to hold some out, found {len(files)} in {' '.join(data)}")
-    ordered = sorted(files, key=_split_key)
-    held = max(1, min(len(files) - 1, round(test_ratio * len(files))))
-    return sorted(ordered[held:]), sorted(ordered[:held])
+    if len(files) < 3:
+        raise Lc0DistillError(f"need at least 3 chunk files to split, found {len(files)} in {' '.join(data)}")
+    ordered = sorted(files, key=lambda f: (hashlib.blake2b(Path(f).name.encode(), digest_size=8).digest(), f))
+    held = max(1, round(test_ratio * len(files)))
+    val = max(1, round(val_ratio * len(files)))
+    return Split(sorted(ordered[held + val:]), sorted(ordered[held:held + val]), sorted(ordered[:held]))
 
 
 def write_list(path: Path, files: list[str]) -> str:
@@ -152,124 +159,160 @@ def write_list(path: Path, files: list[str]) -> str:
     return f"@{path}"
 
 
+def cli(argv: list[str], what: str) -> None:
+    from lc0distill.cli import main as lc0distill
+
+    with contextlib.redirect_stdout(sys.stderr):
+        if lc0distill(argv) != 0:
+            raise Lc0DistillError(f"{what} failed: lc0distill {' '.join(argv)}")
+
+
+def made_once(folder: Path, games: int, make) -> Path:
+    """`folder` holding `games` chunk files, made by `make(folder)` unless a finished one is there."""
+    if len(list(folder.glob("game_*.gz"))) != games:
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        make(folder)
+        say(f"{folder.name}: {games} games in {time.perf_counter() - started:,.0f}s")
+    return folder
+
+
+def played_games(args, out: Path) -> list[str]:
+    if not args.played_games:
+        return []
+    folder = out / f"played-{args.played_games}-t{args.played_temperature:g}-r{args.played_random_plies}"
+    return [str(made_once(folder, args.played_games, lambda f: cli(
+        ["data", "play", "--net", str(args.teacher), "--games", str(args.played_games), "--out", str(f),
+         "--targets", "played", "--temperature", str(args.played_temperature), "--random-plies",
+         str(args.played_random_plies), "--seed", "1000"], "data play")))]
+
+
+def search_games(args, out: Path) -> list[str]:
+    if not args.search_games:
+        return []
+    folder = out / f"search-{args.search_games}-v{args.search_visits}"
+    return [str(made_once(folder, args.search_games, lambda f: cli(
+        ["data", "play", "--net", str(args.teacher), "--games", str(args.search_games), "--out", str(f),
+         "--engine", "lc0", "--visits", str(args.search_visits)], "lc0 selfplay")))]
+
+
+def teacher_cache(args, out: Path, data: list[str]) -> Path:
+    """The teacher's outputs on every training and validation position, computed once for all arms and seeds."""
+    listed = [Path(d[1:]).read_text() if d.startswith("@") else d for d in data]
+    key = hashlib.sha256("\n".join([file_sha256(args.teacher), *listed]).encode()).hexdigest()[:12]
+    folder = out / f"teacher-cache-{key}"
+    if not (folder / "manifest.json").exists():
+        cli(["teacher", "cache", *data, "--teacher", str(args.teacher), "--out", str(folder)], "teacher cache")
+    return folder
+
+
+def positions_in(data: list[str]) -> int:
+    config = DataConfig(paths=data, workers=0, sample_rate=1, shuffle_buffer=0, test_ratio=0.0)
+    train, _ = select_sources(config)
+    return sum(len(b) for b in make_loader(config, train, passes=1, sample_rate=1))
+
+
 # ----------------------------------------------------------------------------------------------- runs
 
-def run_config(args, train_list: str, test_list: str, run_dir: Path, eval_positions: int,
-               distil: bool, extra_data: list[str] = (), cache: Path | None = None, steps: int | None = None,
-               lr: float | None = None, q_ratio: float = 0.0) -> RunConfig:
-    steps = steps or args.steps
-    lr = lr or args.lr
-    warmup = max(1, steps // 20)
+@dataclass(frozen=True)
+class Job:
+    arm: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.train.run_dir)
+
+
+def arm_config(args, arm: str, seed: int, data: list[str], validation: str, cache: Path | None,
+               runs: Path) -> RunConfig:
+    warmup = max(1, args.steps // 20)
+    lr = args.lr
     overrides = [
-        f"data.paths={json.dumps([train_list, *extra_data])}", f"data.test_paths={json.dumps([test_list])}",
-        "data.sample_rate=1",
-        f"data.batch_size={args.batch_size}", "data.shuffle_buffer=32768", f"data.workers={args.workers}",
-        f"data.seed={args.seed}", "data.chunk_order=name",
-        f"net.size={args.student}", "net.moves_left=false", f"loss.q_ratio={q_ratio}",
+        f"data.paths={json.dumps(data)}", f"data.test_paths={json.dumps([validation])}", "data.sample_rate=1",
+        f"data.batch_size={args.batch_size}", "data.shuffle_buffer=32768", "data.workers=0", f"data.seed={seed}",
+        "data.chunk_order=name", f"net.size={args.student}", "net.moves_left=false",
         "train.optimizer=sgd", "train.lr.kind=cosine", f"train.lr.lr={lr}", f"train.lr.warmup_steps={warmup}",
-        f"train.lr.total_steps={steps}", f"train.lr.min_lr={lr / 100}",
-        f"train.steps={steps}", f"train.seed={args.seed}", "train.device=cpu",
-        f"train.log_every={max(1, steps // 12)}", "train.eval_every=0",
-        f"train.eval_positions={eval_positions}", f"train.checkpoint_every={steps}",
-        f"train.run_dir={json.dumps(str(run_dir))}", "export.lc0=false",
+        f"train.lr.total_steps={args.steps}", f"train.lr.min_lr={lr / 100}", f"train.steps={args.steps}",
+        f"train.seed={seed}", "train.device=cpu", f"train.threads={max(1, (os.cpu_count() or 1) // args.jobs)}",
+        f"train.log_every={max(1, args.steps // 10)}", f"train.eval_every={args.eval_every}",
+        f"train.eval_positions={10**9}", f"train.checkpoint_every={args.eval_every}", "train.keep_best=true",
+        "export.lc0=false",
     ]
-    if distil:
-        overrides += [f"teacher.nets={json.dumps([str(args.teacher)])}", f"loss.teacher_weight.weight={args.teacher_weight}",
-                      f"loss.temperature.start={args.temperature}", *teacher_schedule(args, steps)]
-        if cache is not None:
-            overrides.append(f"teacher.cache={json.dumps(str(cache))}")
-    return load_config(None, overrides)
+    if arm == "distilled":
+        overrides += [f"teacher.nets={json.dumps([str(args.teacher)])}", f"teacher.cache={json.dumps(str(cache))}",
+                      f"loss.teacher_weight.weight={args.teacher_weight}", f"loss.value_distill={args.value_distill}",
+                      f"loss.temperature.start={args.temperature}", f"loss.kl_form={args.kl_form}",
+                      *teacher_schedule(args)]
+    config = load_config(None, [*overrides, "train.run_dir=pending"])
+    tag = hashlib.sha256(dump_config(config).encode()).hexdigest()[:10]
+    return load_config(None, [*overrides, f"train.run_dir={json.dumps(str(runs / f'{arm}-s{seed}-{tag}'))}"])
 
 
-def teacher_schedule(args, steps: int) -> list[str]:
-    """Overrides of loss.teacher_weight for --teacher-schedule over a run of STEPS steps."""
-    at = int(steps * args.teacher_schedule_at)
+def teacher_schedule(args) -> list[str]:
+    at = int(args.steps * args.teacher_schedule_at)
     if args.teacher_schedule == "linear_decay":
         return ["loss.teacher_weight.kind=linear_decay", f"loss.teacher_weight.start_step={at}",
-                f"loss.teacher_weight.end_step={steps}"]
+                f"loss.teacher_weight.end_step={args.steps}"]
     if args.teacher_schedule == "switch_off":
         return ["loss.teacher_weight.kind=switch_off", f"loss.teacher_weight.off_step={at}"]
     return []
 
 
-def schedule_text(args) -> str:
-    if args.teacher_schedule == "constant":
-        return "kept"
-    where = f"{args.teacher_schedule_at:.0%} of the steps"
-    return f"decayed to 0 from {where}" if args.teacher_schedule == "linear_decay" else f"switched off at {where}"
+def train_job(job: Job) -> tuple[str, float]:
+    """One run in its own process, its log in RUN_DIR/train.log; finished runs return at once."""
+    from lc0distill.train import train
 
-
-def played_games(args, out: Path) -> list[str]:
-    """The teacher's own games (data play), made once per setting and kept in OUT/played-*."""
-    if not args.played_games:
-        return []
-    from lc0distill.cli import main as cli
-
-    folder = out / f"played-{args.played_games}-t{args.played_temperature:g}-r{args.played_random_plies}-s{args.seed}"
-    if len(list(folder.glob("game_*.gz"))) != args.played_games:
-        shutil.rmtree(folder, ignore_errors=True)
-        started = time.perf_counter()
-        code = cli(["data", "play", "--net", str(args.teacher), "--games", str(args.played_games), "--out", str(folder),
-                    "--temperature", str(args.played_temperature), "--random-plies", str(args.played_random_plies),
-                    "--seed", str(args.seed + 1000)])
-        if code != 0:
-            raise Lc0DistillError("data play failed")
-        print(f"teacher-played games: {args.played_games} in {time.perf_counter() - started:,.0f}s -> {folder}")
-    return [str(folder)]
-
-
-def teacher_cache(args, out: Path, data: list[str]) -> Path | None:
-    """A teacher cache over everything the distilled student reads (and the held-out games)."""
-    if not args.cache:
-        return None
-    from lc0distill.cli import main as cli
-
-    folder = out / "teacher-cache"
+    job.run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if cli(["teacher", "cache", *data, "--teacher", str(args.teacher), "--out", str(folder)]) != 0:
-        raise Lc0DistillError("teacher cache failed")
-    print(f"teacher cache: {time.perf_counter() - started:,.0f}s -> {folder}")
-    return folder
+    with open(job.run_dir / "train.log", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        train(job.config, log=lambda line: print(line, flush=True))
+    return str(job.run_dir), time.perf_counter() - started
 
 
-def train_student(name: str, config: RunConfig) -> tuple[torch.nn.Module, float]:
-    run_dir = Path(config.train.run_dir)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a fresh run: never resume an older experiment's checkpoint
-    teacher = f"teacher weight {config.loss.teacher_weight.weight}, T {config.loss.temperature.start}" \
-        if config.teacher.nets else "no teacher"
-    print(f"\n== {name}: {config.net.filters}x{config.net.blocks}, {config.train.steps} steps of "
-          f"{config.data.batch_size}, {teacher} -> {run_dir}", flush=True)
-    started = time.perf_counter()
-    result = train(config, log=lambda line: print(f"  [{name}] {line}", flush=True))
-    seconds = time.perf_counter() - started
-    print(f"  [{name}] done in {seconds:,.0f}s ({result.positions_per_second:,.0f} pos/s)", flush=True)
-    return load_model(run_dir / "final.pt"), seconds
+def train_all(jobs: list[Job], parallel: int) -> None:
+    for job in jobs:  # a folder holding another config's run is not resumed: it is made again
+        saved = job.run_dir / "config.yaml"
+        if saved.exists() and load_config(saved) != job.config:
+            shutil.rmtree(job.run_dir)
+    todo = [job for job in jobs if not (job.run_dir / "best.json").exists() or not (job.run_dir / "final.pt").exists()]
+    say(f"training: {len(todo)} runs to do, {len(jobs) - len(todo)} done ({parallel} at a time)")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
+        for run_dir, seconds in pool.map(train_job, todo):
+            say(f"  {Path(run_dir).name}: {seconds:,.0f}s")
 
 
-# ----------------------------------------------------------------------------------------------- evaluation
+def best_of(job: Job) -> dict:
+    kept = json.loads((job.run_dir / "best.json").read_text())
+    data = [json.loads(line) for line in (job.run_dir / "metrics.jsonl").read_text().splitlines()
+            if '"kind": "data"' in line]
+    return {"best_step": kept["step"], "validation_policy_loss": kept["metrics"]["policy_loss"],
+            "data_digest": data[-1]["digest"] if data else None}
+
+
+# ----------------------------------------------------------------------------------------------- scoring
 
 class CachedTeacher:
-    """The teacher's outputs on the held-out batches, computed once (they are the same tensors for every net)."""
+    """The teacher's outputs on the scored batches, computed once (they are the same tensors for every net)."""
 
     def __init__(self, net):
         self.net, self.cache = net, {}
 
     def __call__(self, planes: torch.Tensor):
-        key = id(planes)
-        if key not in self.cache:
-            self.cache[key] = self.net(planes)
-        return self.cache[key]
+        if id(planes) not in self.cache:
+            self.cache[id(planes)] = self.net(planes)
+        return self.cache[id(planes)]
 
 
-def held_out_games(data: DataConfig, limit: int | None) -> list[list]:
-    """The held-out positions as batches, one list per game (file), every record read once."""
-    _, sources = select_sources(data)
+def scored_games(files: list[str], limit: int | None) -> list[list]:
+    """The scored positions as batches, one list per game (file), every record read once."""
     games, positions = [], 0
-    for source in sources:
-        loader = make_loader(data.model_copy(update={"workers": 0, "shuffle_buffer": 0}), [source], passes=1,
-                             sample_rate=1)
-        batches = list(loader)
+    config = DataConfig(paths=files, workers=0, shuffle_buffer=0, batch_size=512)
+    for source in find_chunks(files):
+        batches = list(make_loader(config, [source], passes=1, sample_rate=1))
         if batches:
             games.append(batches)
             positions += sum(len(b) for b in batches)
@@ -278,8 +321,8 @@ def held_out_games(data: DataConfig, limit: int | None) -> list[list]:
     return games
 
 
-def per_game_metrics(net, games: list[list], teacher=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(positions per game, metric -> per-game means) from evaluate_net on each game."""
+def per_game(net, games: list[list], teacher=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(positions per game, metric -> per-game means)."""
     sizes, values = [], {}
     for batches in games:
         metrics = evaluate_net(net, batches, None, teacher)
@@ -290,88 +333,160 @@ def per_game_metrics(net, games: list[list], teacher=None) -> tuple[np.ndarray, 
     return np.array(sizes, dtype=float), {name: np.array(v) for name, v in values.items()}
 
 
-def pooled(sizes: np.ndarray, per_game: np.ndarray) -> float:
-    return float((sizes * per_game).sum() / sizes.sum())
+def pooled(sizes: np.ndarray, per_game_values: np.ndarray) -> float:
+    return float((sizes * per_game_values).sum() / sizes.sum())
 
 
-def bootstrap_se(sizes: np.ndarray, a: np.ndarray, b: np.ndarray, seed: int, draws: int = 2000) -> float:
-    """Standard error of pooled(b) - pooled(a), resampling games."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(sizes), size=(draws, len(sizes)))
-    weights = sizes[picks]
-    diffs = (weights * (b[picks] - a[picks])).sum(axis=1) / weights.sum(axis=1)
-    return float(diffs.std(ddof=1))
+def seed_se(values: list[float]) -> float | None:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
-def gap_closed(alone: float, distilled: float, teacher: float, lower_better: bool) -> tuple[str, str]:
-    gap = (alone - teacher) if lower_better else (teacher - alone)
-    gain = (alone - distilled) if lower_better else (distilled - alone)
-    if gap <= 0:
-        return "n/a", "student alone already matches or beats the teacher: no gap to close"
-    share = f"{100 * gain / gap:.0f}%"
-    if gap < TINY_GAP * max(abs(teacher), 1e-9):
-        return share, f"the gap is tiny ({gap:.4f}): the share is mostly noise"
-    return share, ""
-
-
-def print_table(sizes, metrics: dict[str, dict[str, np.ndarray]], seed: int) -> None:
-    teacher, alone, distilled = metrics["teacher"], metrics["alone"], metrics["distilled"]
-    header = f"{'held-out metric':<18}{'teacher':>10}{'alone':>10}{'distilled':>11}{'dist-alone':>12}" \
-             f"{'+-2SE':>8}{'gap closed':>12}"
-    print(header)
-    print("-" * len(header))
-    notes = []
-    for name, label, lower_better in ROWS:
-        if name not in alone or name not in distilled or name not in teacher:
-            continue
-        t, a, d = (pooled(sizes, m[name]) for m in (teacher, alone, distilled))
-        se = bootstrap_se(sizes, alone[name], distilled[name], seed)
-        share, note = gap_closed(a, d, t, lower_better)
-        print(f"{label:<18}{t:>10.4f}{a:>10.4f}{d:>11.4f}{d - a:>+12.4f}{2 * se:>8.4f}{share:>12}")
-        if abs(d - a) < 2 * se:
-            note = "; ".join(filter(None, [note, "distilled - alone is within 2 SE (not significant)"]))
-        if note:
-            notes.append(f"  {label}: {note}")
-    if "teacher_agreement" in alone and "teacher_agreement" in distilled:
-        a, d = pooled(sizes, alone["teacher_agreement"]), pooled(sizes, distilled["teacher_agreement"])
-        print(f"{'top-1 = teacher':<18}{1.0:>10.4f}{a:>10.4f}{d:>11.4f}{d - a:>+12.4f}")
-    print("-" * len(header))
-    print("gap closed: (alone - distilled) / (alone - teacher) for losses, (distilled - alone) / (teacher - alone) "
-          "for accuracy;\n+-2SE: bootstrap over held-out games of distilled - alone")
-    for note in notes:
-        print(note)
-
-
-def engine_match(args, out: Path) -> str | None:
-    """The distilled student against the student alone in lc0 (lc0distill match), or why not."""
-    if not args.match_games:
+def gap(hard: float, distilled: float, teacher: float, lower_better: bool) -> float | None:
+    """(hard - distilled) / (hard - teacher) for a loss; (distilled - hard) / (teacher - hard) for an accuracy."""
+    span = (hard - teacher) if lower_better else (teacher - hard)
+    if span <= 0:
         return None
+    return ((hard - distilled) if lower_better else (distilled - hard)) / span
+
+
+def bootstrap(sizes: np.ndarray, hard: list[np.ndarray], distilled: list[np.ndarray], teacher: np.ndarray,
+              lower_better: bool, seed: int) -> tuple[float, float | None]:
+    """Standard errors, resampling held-out games (a game's positions are correlated), of the seeds' mean
+    difference distilled - hard and of the gap it closes."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sizes), size=(BOOTSTRAP_DRAWS, len(sizes)))
+    weights = sizes[picks]
+
+    def mean_of(per_game_values: np.ndarray) -> np.ndarray:
+        return (weights * per_game_values[picks]).sum(axis=1) / weights.sum(axis=1)
+
+    h = np.mean([mean_of(v) for v in hard], axis=0)
+    d = np.mean([mean_of(v) for v in distilled], axis=0)
+    t = mean_of(teacher)
+    span = (h - t) if lower_better else (t - h)
+    gain = (h - d) if lower_better else (d - h)
+    gaps = np.where(span > 0, gain / np.where(span > 0, span, 1.0), np.nan)
+    return float(np.std(d - h, ddof=1)), (float(np.nanstd(gaps, ddof=1)) if np.isfinite(gaps).any() else None)
+
+
+def summarise(sizes, teacher: dict, scored: dict[str, list[dict]], runs: dict[str, list[dict]]) -> dict:
+    """The arms' figures (mean and SE over seeds), the differences and the gaps closed."""
+    arms = {}
+    for arm, per_seed in scored.items():
+        figures = {}
+        for name, _, _ in METRICS:
+            values = [pooled(sizes, s[name]) for s in per_seed if name in s]
+            if values:
+                figures[name], figures[f"{name}_se"] = float(np.mean(values)), seed_se(values)
+        figures["per_seed"] = [{**runs[arm][i], **{name: pooled(sizes, s[name]) for name, _, _ in METRICS if name in s}}
+                               for i, s in enumerate(per_seed)]
+        arms[arm] = figures
+    result = {"arms": arms}
+    if "hard" in scored and "distilled" in scored:
+        gaps, differences = {}, {}
+        for index, (name, _, lower_better) in enumerate(METRICS):
+            t = pooled(sizes, teacher[name])
+            per_seed = [gap(pooled(sizes, h[name]), pooled(sizes, d[name]), t, lower_better)
+                        for h, d in zip(scored["hard"], scored["distilled"])]
+            diff_se, gap_se = bootstrap(sizes, [h[name] for h in scored["hard"]],
+                                        [d[name] for d in scored["distilled"]], teacher[name], lower_better, index)
+            diffs = [pooled(sizes, d[name]) - pooled(sizes, h[name]) for h, d in zip(scored["hard"], scored["distilled"])]
+            differences[name] = {"distilled_minus_hard": float(np.mean(diffs)), "se_seeds": seed_se(diffs),
+                                 "se_games": diff_se}
+            known = [g for g in per_seed if g is not None]
+            gaps[name] = float(np.mean(known)) if len(known) == len(per_seed) else None
+            gaps[f"{name}_se"] = seed_se(known) if len(known) == len(per_seed) else None
+            gaps[f"{name}_se_games"] = gap_se
+            gaps[f"{name}_per_seed"] = per_seed
+        result["gap_closed"], result["differences"] = gaps, differences
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- match
+
+def engine_match(args, pairs: list[tuple[Path, Path]], nodes: int) -> dict:
+    """distilled vs hard in lc0 at `nodes`, the games split over the seeds' pairs (each its own openings),
+    pooled into one pentanomial Elo."""
     from lc0distill.engine.locate import EngineNotFound, find_engine
     from lc0distill.match.match import MatchOptions, run_match
     from lc0distill.match.openings import builtin_openings
     from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits
-    from lc0distill.match.report import summary
+    from lc0distill.match.stats import GameCounts, Pentanomial, elo_estimate
+    from lc0distill.match.tally import per_pairing
 
     try:
         find_engine()
     except EngineNotFound as error:
-        return f"match in lc0: skipped ({error})"
-    games = args.match_games + args.match_games % 2
-    options = MatchOptions(engine="lc0", limits=UciLimits(nodes=args.match_nodes), games=games,
-                           openings=tuple(builtin_openings()), concurrency=2,
-                           engine_options=DEFAULT_ENGINE_OPTIONS)
-    outcome = run_match([str(out / "distilled" / "final.pt"), str(out / "alone" / "final.pt")], options,
-                        lambda result, results: None)
-    if outcome.failure is not None:
-        return f"match in lc0: {outcome.failure}"
-    p = summary(outcome, options)["pairings"][0]
+        return {"skipped": str(error)}
+    openings = builtin_openings()
+    per_pair = max(2, -(-args.match_games // len(pairs) // 2) * 2)
+    wins = draws = losses = 0
+    pentanomial = [0] * 5
+    for index, (distilled, hard) in enumerate(pairs):
+        start = index * per_pair // 2
+        chosen = tuple(openings[(start + i) % len(openings)] for i in range(per_pair // 2))
+        options = MatchOptions(engine="lc0", limits=UciLimits(nodes=nodes), games=per_pair, openings=chosen,
+                               concurrency=2, engine_options=DEFAULT_ENGINE_OPTIONS,
+                               pgn=args.out / f"match-nodes{nodes}-pair{index}.pgn")
+        options.pgn.unlink(missing_ok=True)
+        outcome = run_match([str(distilled), str(hard)], options, lambda result, results: None)
+        if outcome.failure is not None:
+            return {"error": str(outcome.failure)}
+        pairing = per_pairing(outcome.results)[(0, 1)]
+        wins, draws, losses = wins + pairing.games.wins, draws + pairing.games.draws, losses + pairing.games.losses
+        pentanomial = [a + b for a, b in zip(pentanomial, pairing.pentanomial)]
+        say(f"  match at {nodes} nodes, pair {index}: +{pairing.games.wins} ={pairing.games.draws} "
+            f"-{pairing.games.losses}")
+    estimate = elo_estimate(Pentanomial.from_counts(pentanomial), GameCounts(wins, draws, losses))
 
-    def bound(value):
-        return "inf" if value is None else f"{value:+.0f}"
+    def number(value):
+        return float(value) if value is not None and np.isfinite(value) else None
 
-    return (f"match in lc0 at {args.match_nodes} node(s), distilled vs alone, {p['games']} games on the built-in "
-            f"openings: +{p['wins']} ={p['draws']} -{p['losses']}, Elo {bound(p['elo'])} 95% "
-            f"[{bound(p['elo_low'])}, {bound(p['elo_high'])}]")
+    return {"elo": number(estimate.elo), "elo_low": number(estimate.elo_low), "elo_high": number(estimate.elo_high),
+            "games": wins + draws + losses, "wins": wins, "draws": draws, "losses": losses,
+            "pentanomial": pentanomial, "los": number(estimate.los)}
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+def table(result: dict) -> str:
+    arms, teacher = result["arms"], result["teacher"]
+    lines = [f"| {result['scored_on']} ({result['scored_positions']:,} positions, {result['scored_games']} games) "
+             f"| {' | '.join(label for _, label, _ in METRICS)} |", "|---" * (len(METRICS) + 1) + "|"]
+    lines.append(f"| teacher | {' | '.join(f'{teacher[n]:.4f}' for n, _, _ in METRICS)} |")
+    for arm, figures in arms.items():
+        cells = [f"{figures[n]:.4f}" + (f" ± {figures[n + '_se']:.4f}" if figures.get(n + "_se") else "")
+                 if n in figures else "-" for n, _, _ in METRICS]
+        lines.append(f"| {arm} ({result['positions'][arm]:,} positions, {result['steps'][arm]:,} steps) | "
+                     f"{' | '.join(cells)} |")
+    if "gap_closed" in result:
+        gaps = result["gap_closed"]
+        cells = [f"{100 * gaps[n]:.1f}%" + (f" ± {100 * gaps[n + '_se']:.1f}" if gaps.get(n + "_se") else "")
+                 if gaps.get(n) is not None else "n/a" for n, _, _ in METRICS]
+        lines.append(f"| gap closed | {' | '.join(cells)} |")
+        diffs = result["differences"]
+        cells = [f"{diffs[n]['distilled_minus_hard']:+.4f} (SE {diffs[n]['se_seeds'] or float('nan'):.4f} seeds, "
+                 f"{diffs[n]['se_games']:.4f} games)" for n, _, _ in METRICS]
+        lines.append(f"| distilled - hard | {' | '.join(cells)} |")
+    text = "\n".join(lines)
+    for key, match in result.get("match", {}).items():
+        if "elo" in match:
+            low, high = match["elo_low"], match["elo_high"]
+            bounds = f"[{low:+.0f}, {high:+.0f}]" if low is not None and high is not None else "(unbounded)"
+            text += (f"\n\nlc0 at {key.split('_')[1]} node(s), distilled vs hard, {match['games']} games: "
+                     f"+{match['wins']} ={match['draws']} -{match['losses']}, Elo "
+                     f"{'inf' if match['elo'] is None else format(match['elo'], '+.0f')} 95% {bounds}")
+        else:
+            text += f"\n\nlc0 at {key.split('_')[1]} node(s): {match.get('skipped') or match.get('error')}"
+    return text
+
+
+def settings(args) -> dict:
+    return {"student": args.student, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+            "teacher_weight": args.teacher_weight, "teacher_schedule": args.teacher_schedule,
+            "teacher_schedule_at": args.teacher_schedule_at, "temperature": args.temperature,
+            "kl_form": args.kl_form, "value_distill": args.value_distill, "played_games": args.played_games,
+            "search_games": args.search_games, "search_visits": args.search_visits, "eval_every": args.eval_every}
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -379,68 +494,64 @@ def engine_match(args, out: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
     try:
-        teacher_net = load_net(args.teacher).eval()
-        train_files, held_files = split_games([str(p) for p in args.data], args.test_ratio)
-        train_list = write_list(out / "train_games.txt", train_files)
-        test_list = write_list(out / "heldout_games.txt", held_files)
-        print(f"data: {len(train_files)} training and {len(held_files)} held-out chunk files "
-              f"(lists in {out}); teacher {args.teacher}")
-        limit = 1024 if args.quick else None
-        extra = played_games(args, out)
-        cache = out / "teacher-cache" if args.cache else None  # made just before a run that needs it
-        configs = {
-            "alone": run_config(args, train_list, test_list, out / "alone", limit or 10**9, distil=False),
-            "distilled": run_config(args, train_list, test_list, out / "distilled", limit or 10**9, distil=True,
-                                    extra_data=extra, cache=cache, steps=args.distilled_steps, lr=args.student_lr),
-        }
-        if args.q_ratio_row:
-            configs["alone q+z"] = run_config(args, train_list, test_list, out / "alone-qz", limit or 10**9,
-                                              distil=False, q_ratio=args.q_ratio_row)
-        games = held_out_games(configs["alone"].data, limit)
-        positions = sum(len(b) for game in games for b in game)
-        print(f"held out: {positions:,} positions from {len(games)} games")
-        students, seconds = {}, {}
-        for name, config in configs.items():
-            done = Path(config.train.run_dir)
-            if args.reuse and (done / "final.pt").exists() and \
-                    load_config(done / "config.yaml") == config:
-                students[name], seconds[name] = load_model(done / "final.pt"), 0.0
-                print(f"\n== {name}: reused {done} (same config)")
-                continue
-            if config.teacher.cache:
-                teacher_cache(args, out, [train_list, test_list, *extra])
-            students[name], seconds[name] = train_student(name, config)
+        result = run_experiment(args)
     except Lc0DistillError as error:
-        print(f"distill_experiment.py: {error}", file=sys.stderr)
+        say(f"distill_experiment.py: {error}")
         return 2
-
-    print("\nevaluating on the held-out games ...", flush=True)
-    cached = CachedTeacher(teacher_net)
-    sizes, teacher_metrics = per_game_metrics(cached, games)
-    metrics = {"teacher": teacher_metrics}
-    for name, net in students.items():
-        _, metrics[name] = per_game_metrics(net, games, cached)
-
-    print(f"\nstudent {args.student} x {args.steps} steps of {args.batch_size} (lr {args.lr}, seed {args.seed}); "
-          f"distilled: teacher weight {args.teacher_weight} ({schedule_text(args)}), temperature {args.temperature}; "
-          f"held out: {int(sizes.sum()):,} positions, {len(sizes)} games")
-    print_table(sizes, metrics, args.seed)
-    if "alone q+z" in metrics:
-        a, b = metrics["alone"]["value_mse"], metrics["alone q+z"]["value_mse"]
-        se = bootstrap_se(sizes, a, b, args.seed)
-        print(f"value MSE vs z, student alone: z only {pooled(sizes, a):.4f}, q_ratio {args.q_ratio_row:g} "
-              f"{pooled(sizes, b):.4f} (difference {pooled(sizes, b) - pooled(sizes, a):+.4f} +- {2 * se:.4f} 2SE)")
-    match_line = engine_match(args, out)
-    if match_line:
-        print(match_line)
-    total = time.perf_counter() - started
-    print(f"\ntraining: alone {seconds['alone']:,.0f}s, distilled {seconds['distilled']:,.0f}s; "
-          f"total time {total:,.0f}s ({total / 60:.1f} min)")
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "result.md").write_text(table(result) + "\n")
+    say("\n" + table(result) + f"\n\ntotal time {result['seconds'] / 60:.1f} min")
+    if args.json:
+        print(json.dumps(result))
     return 0
+
+
+def run_experiment(args) -> dict:
+    teacher_net = load_net(args.teacher).eval()
+    split = split_games([str(p) for p in args.data], args.test_ratio, args.val_ratio)
+    lists = {name: write_list(args.out / f"{name}_games.txt", getattr(split, name))
+             for name in ("train", "validation", "held_out")}
+    say(f"data: {len(split.train)} training, {len(split.validation)} validation and {len(split.held_out)} "
+        f"held-out games; teacher {args.teacher}")
+    played, searched = played_games(args, args.out), search_games(args, args.out)
+    data = {"hard": [lists["train"], *played], "distilled": [lists["train"], *played]}
+    if searched:
+        data["search"] = [lists["train"], *searched]
+    cache = teacher_cache(args, args.out, [*data["distilled"], lists["validation"]])
+    runs = args.out / "runs"
+    jobs = [Job(arm, seed, arm_config(args, arm, seed, paths, lists["validation"], cache, runs))
+            for seed in range(args.seeds) for arm, paths in data.items()]
+    train_all(jobs, args.jobs)
+
+    scored_files = split.held_out if args.evaluate_on == "held-out" else split.validation
+    games = scored_games(scored_files, 1024 if args.quick else None)
+    say(f"scoring on {args.evaluate_on} games: {sum(len(b) for g in games for b in g):,} positions")
+    teacher = CachedTeacher(teacher_net)
+    sizes, teacher_metrics = per_game(teacher, games)
+    scored, run_info = {}, {}
+    for job in jobs:
+        scored.setdefault(job.arm, []).append(per_game(load_model(job.run_dir / "best.pt"), games, teacher)[1])
+        run_info.setdefault(job.arm, []).append({"seed": job.seed, "run": str(job.run_dir), **best_of(job)})
+    digests = [(run_info["hard"][s]["data_digest"], run_info["distilled"][s]["data_digest"]) for s in range(args.seeds)]
+    result = {"equal_positions": all(h is not None and h == d for h, d in digests),
+              "equal_steps": len({job.config.train.steps for job in jobs}) == 1, "seeds": args.seeds,
+              "settings": settings(args), "scored_on": args.evaluate_on, "scored_games": len(games),
+              "scored_positions": int(sizes.sum()),
+              "teacher": {"path": str(args.teacher), "sha256": file_sha256(args.teacher),
+                          **{name: pooled(sizes, teacher_metrics[name]) for name, _, _ in METRICS}}}
+    result.update(summarise(sizes, teacher_metrics, scored, run_info))
+    result["positions"] = {arm: positions_in(paths) for arm, paths in data.items()}
+    result["steps"] = {arm: args.steps for arm in data}
+    result["positions_seen"] = {arm: args.steps * args.batch_size for arm in data}
+    if args.match_games and args.match_nodes:
+        pairs = [(Path(d["run"]) / "best.pt", Path(h["run"]) / "best.pt")
+                 for d, h in zip(run_info["distilled"], run_info["hard"])]
+        result["match"] = {f"nodes_{nodes}": engine_match(args, pairs, nodes) for nodes in args.match_nodes}
+    return result
 
 
 if __name__ == "__main__":

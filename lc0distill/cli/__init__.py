@@ -8,7 +8,7 @@ from typing import Sequence
 
 from lc0distill import __version__
 from lc0distill.cli import (data_commands, engine_commands, export_commands, match_commands, net_commands,
-                            pbt_commands, plot_commands, quickstart, teacher_commands, train_commands)
+                            nets_commands, pbt_commands, plot_commands, quickstart, teacher_commands, train_commands)
 from lc0distill.errors import Lc0DistillError
 
 EXIT_USER_ERROR = 2
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.register(groups)
     data_commands.register(groups)
     net_commands.register(groups)
+    nets_commands.register(groups)
     train_commands.register(groups)
     export_commands.register(groups)
     engine_commands.register(groups)

@@ -41,7 +41,7 @@ from lc0distill.chunks.batch import Batch
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.distill.teachers import TeacherOutput
 from lc0distill.errors import Lc0DistillError
-from lc0distill.fileio import read_manifest_json, write_atomic
+from lc0distill.fileio import file_sha256, read_manifest_json, write_atomic
 
 CACHE_FORMAT = "lc0distill-teacher-cache"
 CACHE_VERSION = 1
@@ -49,14 +49,6 @@ MANIFEST = "manifest.json"
 ILLEGAL_FILL = -1.0e4  # what the dense policy holds at illegal moves: finite, and never read by a loss
 FP16_TOLERANCE = 1e-3  # float16 log-probabilities only when the losses move by less than this
 MAX_MANIFEST_BYTES = 1 << 30
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

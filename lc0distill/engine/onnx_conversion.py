@@ -9,7 +9,6 @@ Without the engine, the error says how to convert the net by hand.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -18,16 +17,13 @@ from lc0distill.engine.binary import leela2onnx
 from lc0distill.engine.evaluation import Lc0Refused
 from lc0distill.engine.locate import INSTALL_COMMAND, EngineNotFound, cache_dir, find_engine
 from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import file_sha256
 
 HASH_DIGITS = 16
 
 
 def net_hash(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:HASH_DIGITS]
+    return file_sha256(path)[:HASH_DIGITS]
 
 
 def _candidates(path: Path, key: str) -> list[Path]:

