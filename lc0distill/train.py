@@ -176,10 +176,6 @@ class SWA:
         self.count = 0
         self.max_models = max_models
 
-    def or_live(self, model: SEResNet) -> SEResNet:
-        """The average, or `model` itself before the first update (the copy would be the untrained start)."""
-        return self.model if self.count else model
-
     @torch.no_grad()
     def update(self, model: SEResNet) -> None:
         self.count += 1
@@ -507,8 +503,13 @@ class Run:
         at_step = [r for r in read_records(self.run_dir / "metrics.jsonl", kind) if r.get("step") == step]
         return {k: v for k, v in at_step[-1].items() if k not in ("kind", "step")} if at_step else {}
 
+    def final_net(self) -> SEResNet:
+        """What is evaluated and exported: SWA's average once it has averaged, else the live student (before
+        SWA's first update its copy still holds the initial weights)."""
+        return self.swa.model if self.swa is not None and self.swa.count else self.student
+
     def evaluate(self) -> dict:
-        net = self.swa.or_live(self.student) if self.swa is not None else self.student
+        net = self.final_net()
         metrics = evaluate_net(net, self.test_batches(), self.config.train.eval_positions, self.eval_teacher)
         self.record("test", metrics)
         if self.config.train.keep_best:
@@ -549,7 +550,7 @@ class Run:
         if self.rank != 0:
             return
         self._check_weights_finite("final net")
-        net = self.swa.or_live(self.student) if self.swa is not None else self.student
+        net = self.final_net()
         save_model(net, self.run_dir / "final.pt")
         if self.config.export.lc0:
             write_net(net.cpu() if self.device.type != "cpu" else net, self.run_dir / "final.pb.gz",

@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
     add("--data", nargs="+", default=[str(DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs, @lists")
     add("--student", default="32x4", help="student size, FILTERSxBLOCKS")
-    add("--steps", type=int, default=None, help="optimizer steps of every arm (default 4500; --quick 40)")
+    add("--steps", type=int, default=None, help="optimizer steps of every arm (default 4500; --quick 20)")
     add("--batch-size", type=int, default=256)
     add("--lr", type=float, default=0.05, help="peak SGD rate (warmup 5%%, then cosine to 1%%)")
     add("--seeds", type=int, default=3, help="seeds per arm (data order and initial weights)")
@@ -105,9 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--match-nodes", default="1,100", help="lc0 nodes per move, comma-separated")
     add("--out", type=Path, default=DEFAULT_OUT, help="experiment folder")
     add("--json", action="store_true", help="print the result as one JSON object (the log goes to stderr)")
-    add("--quick", action="store_true", help="smoke run: few steps and games, part of the held-out set")
+    add("--quick", action="store_true", help="smoke run: 40 training games, 20 played, 8 validation and 8 "
+        "held-out games, 20 steps, at most 2 seeds and 8 match games")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (40 if args.quick else 4500)
+    args.steps = args.steps or (20 if args.quick else 4500)
     args.played_games = (20 if args.quick else 3000) if args.played_games is None else args.played_games
     if args.quick:
         args.match_games = min(args.match_games, 8)
@@ -513,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_experiment(args) -> dict:
     teacher_net = load_net(args.teacher).eval()
     split = split_games([str(p) for p in args.data], args.test_ratio, args.val_ratio)
+    if args.quick:  # a smoke run: a few games of each part
+        split = Split(split.train[:40], split.validation[:8], split.held_out[:8])
     lists = {name: write_list(args.out / f"{name}_games.txt", getattr(split, name))
              for name in ("train", "validation", "held_out")}
     say(f"data: {len(split.train)} training, {len(split.validation)} validation and {len(split.held_out)} "

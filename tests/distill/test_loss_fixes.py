@@ -147,6 +147,30 @@ def test_the_teachers_moves_left_is_an_optional_target(alpha, share):
     assert "moves_left_distill" not in off.parts and off.weights["moves_left"] == 0.5  # the default: 0
 
 
+# ------------------------------------------------------------------------------- ensembles
+
+
+def test_an_ensemble_teaches_the_mean_of_its_tempered_nets():
+    """Cyanogenoid's ensembling: each teacher's softmax(logits / T), then the weighted mean; through NetTeacher
+    and the objective, against numpy on each net's own logits."""
+    torch.manual_seed(1)
+    nets = [SEResNet(NetConfig(filters=8, blocks=1)).eval() for _ in range(2)]
+    batch = _batch()
+    batch.planes = torch.rand(B, 112, 8, 8).round()
+    student = NetOutput(torch.randn(B, 1858) * 2, torch.randn(B, 3), None, None)
+    taught = NetTeacher(nets, [3.0, 1.0])(batch.planes)
+    t = 3.0
+    report = loss_parts(student, batch, taught, LossConfig(value_distill=0.0), 1.0, temp=t)
+    with torch.no_grad():
+        logits = [_np(net(batch.planes).policy_logits) for net in nets]
+    legal, s = _np(batch.legal) > 0, _np(student.policy_logits)
+    rows = []
+    for r in range(B):
+        mixed = 0.75 * np.exp(_log_softmax(logits[0][r, legal[r]] / t)) + 0.25 * np.exp(_log_softmax(logits[1][r, legal[r]] / t))
+        rows.append((mixed * (np.log(mixed) - _log_softmax(s[r, legal[r]] / t))).sum())
+    assert report.parts["policy_distill"].item() == pytest.approx(float(np.mean(rows)) * t * t, rel=1e-5)
+
+
 # ------------------------------------------------------------------------------- teacher precision
 
 
