@@ -540,7 +540,8 @@ class Run:
         gathered = [torch.zeros_like(fingerprint) for _ in range(self.world)]
         dist.all_gather(gathered, fingerprint)
         identical = all(torch.equal(g, gathered[0]) for g in gathered)
-        self.record("ddp", {"ranks": self.world, "rank_batch_size": self.rank_batch_size, "weights_identical": identical,
+        self.record("ddp", {"ranks": self.world, "rank_batch_size": self.rank_batch_size,
+                            "weights_identical": identical,
                             "fingerprints": [g.tolist() for g in gathered]})
         if not identical:
             raise Lc0DistillError(f"ranks ended with different weights: {[g.tolist() for g in gathered]}")

@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
     add("--data", nargs="+", default=[str(DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs, @lists")
-    add("--student", default="32x4", help="student size, FILTERSxBLOCKS")
+    add("--student", default="64x6", help="student size, FILTERSxBLOCKS (the rows: 32x4 and 48x5 close less)")
     add("--steps", type=int, default=None, help="optimizer steps of every arm (default 4500; --quick 20)")
     add("--batch-size", type=int, default=256)
     add("--lr", type=float, default=0.05, help="peak SGD rate (warmup 5%%, then cosine to 1%%)")
@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--teacher-weight", type=float, default=1.0, help="the teacher's share of the policy target")
     add("--value-distill", type=float, default=1.0, help="the teacher's share of the value target, as a "
         "fraction of --teacher-weight")
-    add("--temperature", type=float, default=1.0, help="temperature of the teacher's policy")
+    add("--temperature", type=float, default=2.0, help="temperature of the teacher's policy (the rows: 1 and 0.5 "
+        "close less)")
     add("--kl-form", choices=("hinton", "lczero"), default="hinton", help="hinton: both at T, x T^2; lczero: "
         "the teacher at T only (T < 1: Rusu et al.'s sharp teacher)")
     add("--teacher-schedule", choices=("constant", "linear_decay", "switch_off"), default="constant",
@@ -168,33 +169,18 @@ def cli(argv: list[str], what: str) -> None:
             raise Lc0DistillError(f"{what} failed: lc0distill {' '.join(argv)}")
 
 
-def made_once(folder: Path, games: int, make) -> Path:
-    """`folder` holding `games` chunk files, made by `make(folder)` unless a finished one is there."""
+def teacher_games(args, name: str, games: int, flags: list[str]) -> list[str]:
+    """[OUT/name] holding `games` games of the teacher against itself (data play with `flags`), made once."""
+    if not games:
+        return []
+    folder = args.out / name
     if len(list(folder.glob("game_*.gz"))) != games:
         shutil.rmtree(folder, ignore_errors=True)
         started = time.perf_counter()
-        make(folder)
-        say(f"{folder.name}: {games} games in {time.perf_counter() - started:,.0f}s")
-    return folder
-
-
-def played_games(args, out: Path) -> list[str]:
-    if not args.played_games:
-        return []
-    folder = out / f"played-{args.played_games}-t{args.played_temperature:g}-r{args.played_random_plies}"
-    return [str(made_once(folder, args.played_games, lambda f: cli(
-        ["data", "play", "--net", str(args.teacher), "--games", str(args.played_games), "--out", str(f),
-         "--targets", "played", "--temperature", str(args.played_temperature), "--random-plies",
-         str(args.played_random_plies), "--seed", "1000"], "data play")))]
-
-
-def search_games(args, out: Path) -> list[str]:
-    if not args.search_games:
-        return []
-    folder = out / f"search-{args.search_games}-v{args.search_visits}"
-    return [str(made_once(folder, args.search_games, lambda f: cli(
-        ["data", "play", "--net", str(args.teacher), "--games", str(args.search_games), "--out", str(f),
-         "--engine", "lc0", "--visits", str(args.search_visits)], "lc0 selfplay")))]
+        cli(["data", "play", "--net", str(args.teacher), "--games", str(games), "--out", str(folder), *flags],
+            "data play")
+        say(f"{name}: {games} games in {time.perf_counter() - started:,.0f}s")
+    return [str(folder)]
 
 
 def teacher_cache(args, out: Path, data: list[str]) -> Path:
@@ -391,7 +377,8 @@ def summarise(sizes, teacher: dict, scored: dict[str, list[dict]], runs: dict[st
                         for h, d in zip(scored["hard"], scored["distilled"])]
             diff_se, gap_se = bootstrap(sizes, [h[name] for h in scored["hard"]],
                                         [d[name] for d in scored["distilled"]], teacher[name], lower_better, index)
-            diffs = [pooled(sizes, d[name]) - pooled(sizes, h[name]) for h, d in zip(scored["hard"], scored["distilled"])]
+            diffs = [pooled(sizes, d[name]) - pooled(sizes, h[name])
+                     for h, d in zip(scored["hard"], scored["distilled"])]
             differences[name] = {"distilled_minus_hard": float(np.mean(diffs)), "se_seeds": seed_se(diffs),
                                  "se_games": diff_se}
             known = [g for g in per_seed if g is not None]
@@ -520,7 +507,11 @@ def run_experiment(args) -> dict:
              for name in ("train", "validation", "held_out")}
     say(f"data: {len(split.train)} training, {len(split.validation)} validation and {len(split.held_out)} "
         f"held-out games; teacher {args.teacher}")
-    played, searched = played_games(args, args.out), search_games(args, args.out)
+    played = teacher_games(args, f"played-{args.played_games}-t{args.played_temperature:g}-r{args.played_random_plies}",
+                           args.played_games, ["--targets", "played", "--temperature", str(args.played_temperature),
+                                               "--random-plies", str(args.played_random_plies), "--seed", "1000"])
+    searched = teacher_games(args, f"search-{args.search_games}-v{args.search_visits}", args.search_games,
+                             ["--engine", "lc0", "--visits", str(args.search_visits)])
     data = {"hard": [lists["train"], *played], "distilled": [lists["train"], *played]}
     if searched:
         data["search"] = [lists["train"], *searched]

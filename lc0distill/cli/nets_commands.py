@@ -41,6 +41,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     for row in rows:
-        print(f"{row['name']}  {row['package']} {row['file']}  {row['licence']}  "
-              f"{'cached: ' + row['cached'] if row['cached'] else 'not cached'}\n  {row['about']}\n  sha256 {row['sha256']}")
+        cached = f"cached: {row['cached']}" if row["cached"] else "not cached"
+        print(f"{row['name']}  {row['package']} {row['file']}  {row['licence']}  {cached}\n  {row['about']}\n"
+              f"  sha256 {row['sha256']}")
     return 0

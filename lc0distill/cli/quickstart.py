@@ -142,7 +142,8 @@ def _with_real_teacher(teacher: Path, args, out: Path, console: Console):
     base = _config(games, out, "hard", args.steps)
     train_sources, test_sources = select_sources(base.data)
     cache, labelled = out / "teacher-cache", out / "held-out-labelled"
-    train_list, test_list = _write_list(out / "train.txt", train_sources), _write_list(out / "held-out.txt", test_sources)
+    train_list = _write_list(out / "train.txt", train_sources)
+    test_list = _write_list(out / "held-out.txt", test_sources)
     if args.fresh or not (cache / "manifest.json").exists() or not any(labelled.glob("game_*.gz")):
         console.print(f"[bold]3/{STEPS}[/] the teacher's outputs: cached for training, labels of the held-out games")
         _cli(["teacher", "cache", train_list, "--teacher", str(teacher), "--out", str(cache)])

@@ -139,7 +139,8 @@ def test_the_teachers_moves_left_is_an_optional_target(alpha, share):
     m = alpha * share
     expected = ((1 - alpha) * ref_policy_ce(student.policy_logits, batch.policy, batch.legal)
                 + alpha * ref_kl(student.policy_logits, teacher.policy_logits, batch.legal, 2.0)
-                + (1 - alpha) * ref_wdl_ce(student.wdl_logits, batch.z) + alpha * ref_wdl_ce(student.wdl_logits, teacher.wdl)
+                + (1 - alpha) * ref_wdl_ce(student.wdl_logits, batch.z)
+                + alpha * ref_wdl_ce(student.wdl_logits, teacher.wdl)
                 + 0.5 * ((1 - m) * ref_huber(student.moves_left, batch.moves_left, batch.moves_left_known)
                          + m * ref_huber(student.moves_left, teacher.moves_left, torch.ones(B))))
     assert report.total.item() == pytest.approx(expected, rel=1e-5)
@@ -166,7 +167,8 @@ def test_an_ensemble_teaches_the_mean_of_its_tempered_nets():
     legal, s = _np(batch.legal) > 0, _np(student.policy_logits)
     rows = []
     for r in range(B):
-        mixed = 0.75 * np.exp(_log_softmax(logits[0][r, legal[r]] / t)) + 0.25 * np.exp(_log_softmax(logits[1][r, legal[r]] / t))
+        each = [np.exp(_log_softmax(net_logits[r, legal[r]] / t)) for net_logits in logits]
+        mixed = 0.75 * each[0] + 0.25 * each[1]
         rows.append((mixed * (np.log(mixed) - _log_softmax(s[r, legal[r]] / t))).sum())
     assert report.parts["policy_distill"].item() == pytest.approx(float(np.mean(rows)) * t * t, rel=1e-5)
 

@@ -31,7 +31,8 @@ def test_split_is_disjoint_by_name_and_of_the_asked_sizes(tmp_path):
         (tmp_path / f"game_{i:06d}.gz").write_bytes(b"")
     split = tool.split_games([str(tmp_path)], 0.1, 0.2)
     parts = [set(split.train), set(split.validation), set(split.held_out)]
-    assert [len(p) for p in parts] == [28, 8, 4] and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert [len(p) for p in parts] == [28, 8, 4]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     for path in tmp_path.glob("game_*.gz"):
@@ -73,8 +74,9 @@ def test_summary_figures_by_hand():
 def test_a_smoke_run_has_the_documented_shape(tmp_path):
     if not (SELFPLAY.exists() and (SHARED / "nets" / "maia-1900.pb.gz").exists()):
         pytest.skip("../shared's maia-1900 self-play and net are absent")
-    done = subprocess.run([sys.executable, str(TOOL), "--quick", "--out", str(tmp_path), "--match-nodes", "1",
-                           "--match-games", "4", "--json"], capture_output=True, text=True, timeout=600)
+    argv = ["--quick", "--student", "16x2", "--out", str(tmp_path), "--match-nodes", "1", "--match-games", "4",
+            "--json"]
+    done = subprocess.run([sys.executable, str(TOOL), *argv], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["equal_positions"] is True and result["equal_steps"] is True and result["seeds"] == 2
