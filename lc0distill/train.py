@@ -616,7 +616,8 @@ def _loop(run: Run) -> RunResult:
     throughput = Throughput.now()
     started_at = run.step
     metrics = train_until(run, run.batches(), train_config.steps, throughput)
-    run.record("data", {"digest": run.data_digest, "batches": run.batches_consumed})
+    if run.step > started_at or not run.recorded("data", run.step):  # once per run's end, killed or not
+        run.record("data", {"digest": run.data_digest, "batches": run.batches_consumed})
     if run.rank == 0 and run.step == started_at:  # a finished run started again: what it said at its end
         metrics = run.recorded("test", run.step) or run.evaluate()
     elif run.rank == 0 and (not train_config.eval_every or run.step % train_config.eval_every):
