@@ -9,6 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles. "ci", the default: derandomized with no example database, so every run of the suite on
+# any machine draws the same examples and passes or fails alike. "explore" (pytest --hypothesis-profile=explore):
+# fresh random draws and the local example database, to look further on your own machine; a failure prints
+# the @reproduce_failure line that replays it (see the README's testing section).
+_COMMON = dict(deadline=None, print_blob=True, suppress_health_check=list(HealthCheck))
+settings.register_profile("ci", derandomize=True, database=None, **_COMMON)
+settings.register_profile("explore", derandomize=False, **_COMMON)
+settings.load_profile("ci")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"

@@ -287,8 +287,7 @@ def test_hypothesis_fuzz_of_mutated_pgn(tmp_path):
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
 
-    @hypothesis.settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.settings(max_examples=150)
     @hypothesis.given(seed=st.integers(0, 2**32 - 1), braces=st.booleans(),
                       extra=st.text(max_size=40), at=st.integers(0, len(MIDDLE)))
     def check(seed, braces, extra, at):
@@ -302,8 +301,7 @@ def test_hypothesis_fuzz_of_raw_bytes(tmp_path):
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
 
-    @hypothesis.settings(max_examples=100, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.settings(max_examples=100)
     @hypothesis.given(data=st.binary(max_size=2000))
     def check(data):
         pgn = tmp_path / "raw.pgn"

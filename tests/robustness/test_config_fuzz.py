@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lc0distill.config import RunConfig, load_config
@@ -154,8 +154,7 @@ def _check(path, call) -> RunConfig | None:
         return None
 
 
-_settings = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=list(HealthCheck))
+_settings = settings(max_examples=60)
 
 
 @_settings
@@ -182,3 +181,14 @@ def test_generated_bytes_load_or_fail_with_one_line(tmp_path_factory, data):
        value=st.text(max_size=20))
 def test_generated_overrides_load_or_fail_with_one_line(key, value):
     _check("command line", lambda: load_config(None, ["data.paths=[x]", f"{key}={value}"]))
+
+
+def test_a_key_that_is_a_line_break_is_named_escaped_on_one_line(tmp_path):
+    """The example the fuzz test found on a fresh machine: a key under data: that is a newline gave two lines."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"data": {"\n": 0, "tab\there": 1}}))
+    with pytest.raises(Lc0DistillError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message and "\t" not in message
+    assert "data.\\n: Extra inputs are not permitted" in message and "data.tab\\there" in message

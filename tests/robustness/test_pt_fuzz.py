@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lc0distill.checkpoint import LATEST, load_checkpoint
@@ -271,8 +271,7 @@ _tensors = st.one_of(st.builds(torch.zeros, st.integers(0, 4)), st.builds(lambda
                      st.builds(lambda: torch.zeros(1, dtype=torch.float16)), _values)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=40)
 @given(config_edits=st.dictionaries(_config_keys, _values, max_size=3),
        config_drops=st.lists(_config_keys, max_size=2),
        tensor_edits=st.dictionaries(_tensor_keys, _tensors, max_size=2),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lc0distill.errors import Lc0DistillError
@@ -348,8 +348,7 @@ def _apply_format(net: proto.Net, edit) -> None:
         fmt.MergeFromString(_field(fmt, field, 0) + _varint(value))
 
 
-@settings(max_examples=14, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=14)
 @given(edits=st.lists(st.tuples(st.sampled_from(_LAYERS), _edits), min_size=1, max_size=3),
        format_edit=st.none() | _format_edits)
 def test_protobuf_field_edits_give_a_net_of_finite_weights_or_an_error_naming_the_file(tmp_path_factory, edits,
