@@ -453,8 +453,9 @@ def table(result: dict) -> str:
                  if gaps.get(n) is not None else "n/a" for n, _, _ in METRICS]
         lines.append(f"| gap closed | {' | '.join(cells)} |")
         diffs = result["differences"]
-        cells = [f"{diffs[n]['distilled_minus_hard']:+.4f} (SE {diffs[n]['se_seeds'] or float('nan'):.4f} seeds, "
-                 f"{diffs[n]['se_games']:.4f} games)" for n, _, _ in METRICS]
+        cells = [f"{diffs[n]['distilled_minus_hard']:+.4f} (SE "
+                 + (f"{diffs[n]['se_seeds']:.4f} seeds, " if diffs[n]["se_seeds"] is not None else "")
+                 + f"{diffs[n]['se_games']:.4f} games)" for n, _, _ in METRICS]
         lines.append(f"| distilled - hard | {' | '.join(cells)} |")
     text = "\n".join(lines)
     for key, match in result.get("match", {}).items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,9 @@ def check_state(state: dict, path: str | os.PathLike = "net file") -> NetConfig:
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                 and not v.is_complex() for k, v in weights.items()):
         raise Lc0DistillError(f"{path}: model: not a dict of tensors (real numbers, by name)")
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise Lc0DistillError(f"{path}: model: {name} holds non-finite values (NaN or infinity)")
     with torch.device("meta"):
         skeleton = SEResNet(config)
     try:
@@ -92,12 +96,27 @@ def load_torch_file(path: str | os.PathLike, what: str = "lc0distill net or chec
     a pickle asking for anything else is refused, never run), every failure one Lc0DistillError."""
     if not Path(path).is_file():
         raise Lc0DistillError(f"{path}: no such file" if not Path(path).exists() else f"{path}: not a regular file")
+    _check_zip(path, what)
     try:
         with torch.serialization.safe_globals(_CHECKPOINT_NUMPY_TYPES):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many kinds (pickle, zip, runtime) for a foreign file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise Lc0DistillError(f"{path}: not a readable {what} ({reason[:300]})") from None
+
+
+def _check_zip(path: str | os.PathLike, what: str) -> None:
+    """torch.load does not check the zip's CRCs: a damaged member would load as other weights. Each member's
+    CRC is checked first (a file that is not a zip is left to torch.load, which refuses it)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as error:
+        raise Lc0DistillError(f"{path}: not a readable {what} (damaged zip: {str(error)[:200]})") from None
+    if damaged is not None:
+        raise Lc0DistillError(f"{path}: not a readable {what} (zip member {damaged} fails its CRC check)")
 
 
 def read_state(path: str | os.PathLike) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lc0distill.checkpoint import LATEST, load_checkpoint
+from lc0distill.cli import main
 from lc0distill.errors import Lc0DistillError
 from lc0distill.models.config import NetConfig
 from lc0distill.models.net import SEResNet
@@ -312,6 +315,52 @@ def test_evaluate_refuses_a_net_with_nan_weights(tmp_path, capsys, data):
     path = _nan_net(tmp_path / "nan.pt")
     run = run_cli(capsys, ["evaluate", path, "--data", data / "game_000004.gz", "--json"])
     assert_user_error(run, path, "non-finite")
+
+
+def _flip_a_byte_of(path: Path, member_suffix: str) -> str:
+    """Flip one byte inside the stored data of the first zip member whose name ends with `member_suffix`; the
+    member's CRC no longer matches (the file is otherwise a valid zip that torch.load reads without a word)."""
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(member_suffix) and i.file_size > 8)
+    raw = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    at = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
+    raw[at] ^= 0x40
+    path.write_bytes(bytes(raw))
+    return info.filename
+
+
+def test_a_zip_member_failing_its_crc_is_refused_by_every_command(tmp_path, capsys, data):
+    """torch.load reads a .pt whose tensor bytes were damaged without a word (the zip CRCs are not checked)."""
+    path = save(tmp_path / "net.pt", tiny_state())
+    member = _flip_a_byte_of(path, "/data/0")
+    with torch.serialization.safe_globals([]):
+        torch.load(path, weights_only=True)  # what we guard against: torch itself takes it
+    for argv in [*_commands(path, data, tmp_path), ["net", "eval", path, "--fen", STARTPOS, "--json"]]:
+        assert_user_error(run_cli(capsys, argv), path, "fails its CRC check", member)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_damaged_checkpoint_zip_is_one_line_on_resume_and_is_left_alone(tmp_path, capsys, data):
+    run_dir = tmp_path / "run"
+    assert main(["train", f"data.paths=[{data}]", *TINY, "train.steps=2", f"train.run_dir={run_dir}"]) == 0
+    _flip_a_byte_of(run_dir / LATEST, "/data/0")
+    before = (run_dir / LATEST).read_bytes()
+    run = run_cli(capsys, ["train", f"data.paths=[{data}]", *TINY, "train.steps=4", f"train.run_dir={run_dir}"])
+    assert_user_error(run, run_dir / LATEST, "fails its CRC check")
+    assert (run_dir / LATEST).read_bytes() == before
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_net_of_non_finite_weights_is_refused_by_every_command(tmp_path, capsys, data, value):
+    state = tiny_state()
+    path = save(tmp_path / "net.pt", _with(state, model={k: torch.full_like(v, value) if v.is_floating_point()
+                                                         else v for k, v in state["model"].items()}))
+    for argv in _commands(path, data, tmp_path):
+        assert_user_error(run_cli(capsys, argv), path, "non-finite")
+    teacher = ["train", f"data.paths=[{data}]", *TINY, "train.steps=2", f"train.run_dir={tmp_path / 'run'}",
+               f"teacher.nets=[{path}]"]
+    assert_user_error(run_cli(capsys, teacher), path, "non-finite")
 
 
 def test_resuming_with_an_optimizer_of_other_groups_is_one_line(tmp_path, capsys, data, good_checkpoint):
