@@ -174,8 +174,12 @@ class LossConfig(_Section):
     temperature: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
 
 
+# lc0's longest runs train a few million steps: a billion is a typo (or 1e30), not a plan
+MAX_STEPS = 1_000_000_000
+
+
 class TrainConfig(_Section):
-    steps: int = Field(1000, gt=0, description="optimizer steps")
+    steps: int = Field(1000, gt=0, le=MAX_STEPS, description="optimizer steps")
     batch_norm_momentum: float = Field(0.01, ge=0.0, le=1.0, description="weight of each batch in the running "
                                        "batch-norm statistics (lczero-training's Keras momentum 0.99 is 0.01 here); "
                                        "0 freezes them, so a net fine-tuned at lr 0 stays exactly the net it started "

@@ -27,6 +27,16 @@ def current_umask() -> int:
     return mask
 
 
+def make_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """mkdir -p, any OSError (a read-only place, /proc, a file in the way) one Lc0DistillError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Lc0DistillError(f"{path}: cannot create the {what} ({error.strerror or error})") from None
+    return path
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file in the same folder (`.NAME.*.tmp`), flush it to disk, then rename it over
     `path`: a killed process leaves either the old file or the new one, never a partial file.

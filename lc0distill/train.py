@@ -53,7 +53,7 @@ from lc0distill.distill.cache import open_for_run
 from lc0distill.distill.objective import kickstart_loss_parts, loss_parts
 from lc0distill.distill.teachers import NetTeacher, SnapshotTeacher, TeacherOutput, check_compatible, teach
 from lc0distill.errors import Lc0DistillError
-from lc0distill.fileio import read_records, write_atomic
+from lc0distill.fileio import make_folder, read_records, write_atomic
 from lc0distill.evaluate import evaluate_net
 from lc0distill.init_from import initialise_from, with_init_architecture
 from lc0distill.guard import (
@@ -468,7 +468,7 @@ class Run:
     def open_logs(self) -> None:
         if self.rank != 0:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.run_dir, "run folder")
         (self.run_dir / "config.yaml").write_text(dump_config(self.config))
         self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")
         try:

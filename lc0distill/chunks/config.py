@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lc0distill.chess.expand import Rule50Scale
 from lc0distill.chunks.dataset import BatchLoader, StreamSpec
+from lc0distill.chunks.packed import POSITION_DTYPE
 from lc0distill.chunks.reader import MAX_CHUNK_RECORDS
 from lc0distill.chunks.selection import ChunkOrder, newest_chunks, split_train_test
 from lc0distill.chunks.sources import ChunkSource, MissingDataError, find_chunks
 from lc0distill.chunks.targets import QSource
 from lc0distill.errors import ChunkError, Lc0DistillError
+
+# A position in a batch, expanded: 112x64 float32 planes (28,672 bytes), the policy target and the legal-move
+# mask (1,858 each) and the scalar targets; held about twice (the loader's batch and the trainer's).
+BATCH_BYTES_PER_POSITION = 2 * 40_000
+
+
+def machine_memory() -> int | None:
+    """Bytes of physical memory (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class DataConfig(BaseModel):
@@ -39,6 +53,19 @@ class DataConfig(BaseModel):
     strict: bool = Field(False, description="raise on a bad chunk or record instead of skipping it")
     max_chunk_records: int = Field(MAX_CHUNK_RECORDS, gt=0, description="a chunk holding more records is bad "
                                    "(one game per chunk; bounds what one file may make the reader allocate)")
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "DataConfig":
+        """A shuffle buffer or a batch larger than the machine is an error before any work, not a MemoryError
+        (or the kernel's kill) minutes in."""
+        memory = machine_memory()
+        need = self.shuffle_buffer * POSITION_DTYPE.itemsize + self.batch_size * BATCH_BYTES_PER_POSITION
+        if memory is not None and need > memory:
+            raise ValueError(f"shuffle_buffer {self.shuffle_buffer:,} positions ({POSITION_DTYPE.itemsize:,} bytes "
+                             f"each) and batch_size {self.batch_size:,} (about {BATCH_BYTES_PER_POSITION // 1000} "
+                             f"kB a position in memory) need {need / 1e9:,.1f} GB; this machine has "
+                             f"{memory / 1e9:,.1f} GB")
+        return self
 
     @field_validator("rule50")
     @classmethod

@@ -167,15 +167,82 @@ class PgnFile:
             return 0
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Every zstandard frame of a file, in order; a file that ends inside a frame raises EOFError (zstandard's
+    stream reader ends quietly there, and a truncated .pgn.zst read as fewer games, or none, without a word).
+    Input goes in 1 KiB at a time, so one piece expands to at most about 32 MiB (128 KiB per 4-byte block)."""
+
+    PIECE = 1024
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self._in_frame = False
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            piece = self._raw.read(self.PIECE)
+            if not piece:
+                if self._in_frame:
+                    raise EOFError("the file ends inside a zstandard frame (truncated)")
+                return 0
+            self._pending = memoryview(self._decompress(piece))
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def _decompress(self, piece: bytes) -> bytes:
+        out = []
+        while piece:
+            self._in_frame = True
+            out.append(self._frame.decompress(piece))
+            if not self._frame.eof:
+                break
+            piece, self._frame, self._in_frame = self._frame.unused_data, self._decompressor.decompressobj(), False
+        return b"".join(out)
+
+
 def _decompressed(raw: BinaryIO) -> BinaryIO:
     magic = raw.read(4)
     raw.seek(0)
     if magic.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if magic == ZSTD_MAGIC:
-        # read_across_frames: multi-frame files (pzstd, concatenated .zst) are read whole.
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        # multi-frame files (pzstd, concatenated .zst) are read whole
+        return io.BufferedReader(_ZstdFrames(raw))
     return raw
+
+
+MAX_LINE_CHARS = 1 << 20  # a PGN line is a tag or some movetext: a megabyte of one line is not PGN
+
+
+class LineTooLong(ValueError):
+    """A line past MAX_LINE_CHARS: reading it whole would hold it all in memory (a gigabyte of spaces)."""
+
+
+class _BoundedLines:
+    """The text stream as python-chess reads it (readline), each line at most MAX_LINE_CHARS characters."""
+
+    def __init__(self, text: TextIO):
+        self._text = text
+        self.lines = 0
+
+    def readline(self, size: int = -1) -> str:
+        limit = MAX_LINE_CHARS + 1 if size < 0 else min(size, MAX_LINE_CHARS + 1)
+        line = self._text.readline(limit)
+        self.lines += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise LineTooLong(f"line {self.lines:,} is longer than {MAX_LINE_CHARS:,} characters: not PGN")
+        return line
+
+    def close(self) -> None:
+        self._text.close()
 
 
 @contextmanager
@@ -188,7 +255,7 @@ def open_pgn(path: str | os.PathLike) -> Iterator[PgnFile]:
     with raw:
         stream = _decompressed(raw)
         # utf-8-sig: drop a byte-order mark; names in latin-1 files must not stop a conversion.
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=None)
+        text = _BoundedLines(io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=None))
         try:
             yield PgnFile(path, raw, text)
         finally:
@@ -213,7 +280,7 @@ class _QuietGameBuilder(chess.pgn.GameBuilder):
             super().end_variation()
 
 
-_READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)  # the file, not the game
+_READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, LineTooLong)  # the file, not the game
 
 
 def _skip_to_end_of_game(text: TextIO) -> None:
@@ -244,7 +311,8 @@ def read_games(pgn: PgnFile) -> Iterator[chess.pgn.Game]:
         try:
             game = _read_game(pgn.text)
         except _READ_ERRORS as error:
-            raise PgnError(pgn.path, f"cannot read (corrupt or truncated compressed data?): {error}") from None
+            reason = error if isinstance(error, LineTooLong) else f"corrupt or truncated compressed data? {error}"
+            raise PgnError(pgn.path, f"cannot read ({reason})") from None
         if game is None:
             return
         yield game

@@ -148,6 +148,11 @@ def _is_compressed(path: str) -> bool:
     return head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
 
 
+def no_chunks_message(paths: Iterable[str | os.PathLike]) -> str:
+    return (f"no chunks found in {', '.join(map(str, paths))} (chunk files: .gz or uncompressed lc0 records, "
+            "or .tar archives of them)")
+
+
 def find_chunks(paths: Iterable[str | os.PathLike],
                 on_error: Callable[[ChunkError], None] | None = None) -> Iterator[ChunkSource]:
     """Chunk sources for files, directories (recursive, sorted), tar archives, glob patterns (`data/*.gz`,
@@ -158,7 +163,7 @@ def find_chunks(paths: Iterable[str | os.PathLike],
     """
     for path in _expand_patterns(paths, on_error):
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
+            for root, dirs, files in os.walk(path, onerror=_folder_error(path, on_error)):
                 dirs.sort()
                 for name in sorted(files):
                     candidate = Path(root) / name
@@ -195,6 +200,16 @@ def _expand_patterns(paths: Iterable[str | os.PathLike],
             yield from map(Path, matches)
         else:
             yield Path(text)
+
+
+def _folder_error(top: Path, on_error: Callable[[ChunkError], None] | None) -> Callable[[OSError], None]:
+    """os.walk's onerror: a folder it cannot list is reported, never skipped without a word (the folder given
+    is missing data, a subfolder costs only its own files)."""
+    def report(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else top
+        reason = f"cannot read the folder: {error.strerror or error}"
+        _report(MissingDataError(str(where), reason) if where == top else ChunkError(str(where), reason), on_error)
+    return report
 
 
 def _report(error: ChunkError, on_error: Callable[[ChunkError], None] | None) -> None:

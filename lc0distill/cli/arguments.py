@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 
@@ -20,6 +21,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1 is needed")
     return value
+
+
+def bounded_float(low: float, high: float = float("inf"), *, low_included: bool = True):
+    """An argparse type: a finite number in [low, high) (or (low, high) when low is excluded): a tolerance of
+    -1 or nan would otherwise fail much later with a misleading message."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        above = value >= low if low_included else value > low
+        if not (math.isfinite(value) and above and value < high):
+            bounds = f"{'[' if low_included else '('}{low:g}, {high:g})"
+            raise argparse.ArgumentTypeError(f"{text!r}: a finite number in {bounds} is needed")
+        return value
+    return parse
+
+
+positive_float = bounded_float(0.0, low_included=False)
+non_negative_float = bounded_float(0.0)
 
 
 def refuse_shard_folders(paths, command: str) -> None:

@@ -10,7 +10,7 @@ from typing import Iterator
 from lc0distill.chunks.decode import decode_record
 from lc0distill.chunks.games import Game, reconstruct_games
 from lc0distill.chunks.reader import Chunk, read_chunk
-from lc0distill.chunks.sources import find_chunks
+from lc0distill.chunks.sources import find_chunks, no_chunks_message
 from lc0distill.chunks.validate import find_bad_records
 from lc0distill.cli import data_from_pgn, data_label, data_play, data_repack, data_stats
 from lc0distill.cli.arguments import refuse_shard_folders
@@ -50,8 +50,12 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def _chunks(paths: list[str], errors: list[str]) -> Iterator[Chunk]:
-    """Readable chunks; each unreadable one adds a one-line error and the rest go on."""
-    for source in list(find_chunks(paths, on_error=lambda error: errors.append(str(error)))):
+    """Readable chunks; each unreadable one adds a one-line error and the rest go on. Paths that hold no chunk
+    at all are an error too (an empty folder is a wrong path, not an empty answer)."""
+    sources = list(find_chunks(paths, on_error=lambda error: errors.append(str(error))))
+    if not sources and not errors:
+        errors.append(no_chunks_message(paths))
+    for source in sources:
         try:
             yield read_chunk(source)
         except ChunkError as error:

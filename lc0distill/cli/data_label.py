@@ -7,7 +7,6 @@ import gzip
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -16,9 +15,10 @@ from lc0distill.chunks.pgn import ConvertedGame, convert_pgn_files, next_chunk_i
 from lc0distill.chunks.reader import parse_chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.chunks.writer import GameChunkWriter
-from lc0distill.cli.arguments import positive_int
+from lc0distill.cli.arguments import non_negative_float, positive_int
 from lc0distill.distill.label import label_records
 from lc0distill.errors import ChunkError, Lc0DistillError
+from lc0distill.fileio import make_folder
 from lc0distill.progress import track
 
 PGN_SUFFIXES = (".pgn", ".pgn.gz", ".pgn.zst")
@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="chunk files, folders, .tar archives, globs, @lists, or PGN files (.pgn, .pgn.gz, "
                              ".pgn.zst)")
     parser.add_argument("--teacher", nargs="+", required=True, metavar="NET", help="the teacher net(s)")
-    parser.add_argument("--weights", nargs="+", type=float, metavar="W", help="ensemble weights (default: equal)")
+    parser.add_argument("--weights", nargs="+", type=non_negative_float, metavar="W", help="ensemble weights (default: equal)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the chunk folder (added to)")
     parser.add_argument("--input-format", type=int, default=None,
                         help="for PGN games: the planes' input format (default: the teacher's)")
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if input_format != teacher_format:
         raise Lc0DistillError(f"--input-format {input_format}: the teacher reads input format {teacher_format}")
     writer = GameChunkWriter(args.out, first_index=next_chunk_index(args.out))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    make_folder(args.out, "output folder")
     errors: list[str] = []
     written = positions = 0
     started = time.perf_counter()

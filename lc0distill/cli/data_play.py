@@ -12,8 +12,9 @@ from pathlib import Path
 from lc0distill.chunks.build import records_from_game, records_from_net_game
 from lc0distill.chunks.pgn import next_chunk_index
 from lc0distill.chunks.writer import GameChunkWriter
-from lc0distill.cli.arguments import positive_int
+from lc0distill.cli.arguments import non_negative_float, positive_int
 from lc0distill.errors import Lc0DistillError
+from lc0distill.fileio import make_folder
 from lc0distill.nets import lc0_weights_file, load_fast_inference_net
 from lc0distill.progress import track
 from lc0distill.selfplay.play import PlaySettings, play_games
@@ -33,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--net", required=True, help="the net: lc0 .pb.gz, lc0distill .pt/checkpoint or .onnx")
     parser.add_argument("--games", type=positive_int, required=True, help="how many games")
     parser.add_argument("--out", required=True, metavar="DIR", help="the chunk folder (added to)")
-    parser.add_argument("--temperature", type=float, default=1.0,
+    parser.add_argument("--temperature", type=non_negative_float, default=1.0,
                         help="sampling temperature (default %(default)s; 0: the most probable move)")
     parser.add_argument("--openings", metavar="FILE", help="PGN or EPD openings, used in turn (default: the "
                                                            "standard start)")
@@ -80,7 +81,7 @@ def _play_in_process(args: argparse.Namespace) -> dict:
     settings = PlaySettings(temperature=args.temperature, random_plies=args.random_plies, max_plies=args.max_plies,
                             concurrency=args.concurrency, seed=args.seed)
     writer = GameChunkWriter(args.out, first_index=next_chunk_index(args.out))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    make_folder(args.out, "output folder")
     results = {"1-0": 0, "0-1": 0, "1/2-1/2": 0}
     positions = 0
     with track("data play", total=args.games, unit="games") as bar:

@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lc0distill.chunks.sources import find_chunks
+from lc0distill.chunks.sources import find_chunks, no_chunks_message
 from lc0distill.chunks.stats import DatasetStats
 from lc0distill.cli.arguments import refuse_shard_folders
+from lc0distill.errors import Lc0DistillError
 
 PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
 PROGRESS_MIN_CHUNKS = 50  # fewer chunks take well under a second: no progress bar
@@ -34,6 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _collect(paths: list[str]) -> DatasetStats:
     stats = DatasetStats()
     sources = list(find_chunks(paths, on_error=stats.add_bad))
+    if not sources and not stats.bad_files:
+        raise Lc0DistillError(no_chunks_message(paths))
     console = Console(stderr=True)
     if len(sources) < PROGRESS_MIN_CHUNKS or not console.is_terminal:
         for source in sources:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lc0distill.chunks.config import DataConfig, make_loader
 from lc0distill.chunks.sources import find_chunks
-from lc0distill.cli.arguments import positive_int, refuse_shard_folders
+from lc0distill.cli.arguments import non_negative_float, positive_int, refuse_shard_folders
 from lc0distill.distill.cache import build_cache, teacher_identities
 from lc0distill.distill.teachers import NetTeacher, check_compatible
 from lc0distill.errors import Lc0DistillError
@@ -33,7 +33,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     cache.add_argument("data", nargs="+", metavar="DATA", help="chunk files, folders, .tar archives, globs, @lists "
                                                               "(all of them: training and held-out chunks)")
     cache.add_argument("--teacher", nargs="+", required=True, metavar="NET", help="the teacher net(s)")
-    cache.add_argument("--weights", nargs="+", type=float, metavar="W", help="ensemble weights (default: equal)")
+    cache.add_argument("--weights", nargs="+", type=non_negative_float, metavar="W", help="ensemble weights (default: equal)")
     cache.add_argument("--out", required=True, metavar="DIR", help="the cache folder (rewritten whole)")
     cache.add_argument("--sample-rate", type=positive_int, default=1,
                        help="keep about 1 record in N (default %(default)s: all; a run then needs the same "

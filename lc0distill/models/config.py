@@ -74,6 +74,9 @@ class NetConfig(BaseModel):
                 if _whole_number(ratio) is None:
                     raise ValueError(f"se_ratio must be a whole number >= 0, got {ratio!r}")
                 ratio, filters = _whole_number(ratio), _whole_number(filters)
+                if filters is not None and ratio > filters > 0:  # filters // ratio would drop the SE units
+                    raise ValueError(f"se_ratio {ratio} is above filters ({filters}): the SE units would have no "
+                                     "width; se_ratio 0 (or se_channels: 0) is how to ask for none")
                 if filters is not None:  # else the filters field says what is wrong with it
                     data["se_channels"] = filters // ratio if ratio else 0
             elif ratio is not None:

@@ -31,7 +31,10 @@ MAX_INDEX_BYTES = 1 << 30  # about 60 bytes per chunk name: 15M chunks
 
 
 def is_shard_folder(path: str | os.PathLike) -> bool:
-    return (Path(path) / INDEX_NAME).is_file()
+    try:
+        return (Path(path) / INDEX_NAME).is_file()
+    except OSError:  # a folder we may not look into: the chunk reader says so, naming it
+        return False
 
 
 @dataclass(frozen=True)

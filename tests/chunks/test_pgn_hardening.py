@@ -384,3 +384,48 @@ def test_per_file_eval_counts(tmp_path, capsys):
     ]
     assert lines[2].startswith("wrote 4 games, 24 positions") and lines[2].endswith("skipped: 1 (null move: 1)")
     assert len(list(out.glob("*.gz"))) == 4
+
+
+# ---------------------------------------------------------------------------------------------- issue 26
+
+
+def test_a_truncated_pgn_zst_is_one_line_naming_the_file_and_the_good_file_beside_it_converts(tmp_path, capsys):
+    """zstandard's stream reader ends quietly inside a frame: a truncated .pgn.zst read as 0 games, no error."""
+    import zstandard
+
+    games = "\n".join([GOOD_1, GOOD_2] * 200).encode()
+    (tmp_path / "in").mkdir()
+    whole = zstandard.ZstdCompressor().compress(games)
+    (tmp_path / "in" / "cut.pgn.zst").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "in" / "good.pgn.zst").write_bytes(zstandard.ZstdCompressor().compress(games[:2000])
+                                                   + zstandard.ZstdCompressor().compress(games[2000:]))
+    code = _from_pgn([str(tmp_path / "in" / "cut.pgn.zst"), str(tmp_path / "in" / "good.pgn.zst"),
+                      "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if "cut.pgn.zst" in line]
+    assert len(lines) == 1 and "ends inside a zstandard frame" in lines[0], err
+    converted = sorted((tmp_path / "out").rglob("*.gz"))
+    assert len(converted) >= 400  # every game of the two-frame file, and the first part of the cut one
+
+
+def test_a_gigantic_line_is_refused_in_bounded_memory(tmp_path):
+    """One 256 MiB line of spaces, gzipped: refused at MAX_LINE_CHARS, the process never holding the line."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "spaces.pgn.gz"
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(GOOD_1.encode() + b"\n")
+        block = b" " * (1 << 20)
+        for _ in range(256):
+            out.write(block)
+        out.write(b"\n\n" + GOOD_2.encode())
+    # VmHWM: this process's peak resident memory (ru_maxrss would keep the forking pytest's across exec)
+    script = ("import re\nfrom pathlib import Path\nfrom lc0distill.cli import main\n"
+              f"code = main(['data', 'from-pgn', {str(path)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+              "print(code, re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    code, peak_kib = map(int, run.stdout.split()[-2:])
+    assert code == 2 and "longer than 1,048,576 characters" in run.stderr and "spaces.pgn.gz" in run.stderr
+    assert peak_kib < 450 * 1024, peak_kib  # the interpreter, torch and numpy (about 280 MB); the line: 256 MB+
