@@ -435,14 +435,8 @@ class Run:
             else:
                 report = loss_parts(out, batch, taught, config.loss, alpha, temp)
         if not finite_on_every_rank(report.total, self.world):
-            # Rows are named from the inputs, targets and teacher only: train-mode batch norm mixes the
-            # student's rows, so one bad position makes all of its outputs non-finite.
-            suspects = [batch.planes, batch.policy, batch.z, batch.q, batch.moves_left]
-            outputs = [o for _, _, o in taught] if isinstance(taught, list) else [taught]
-            for teacher_out in outputs:
-                suspects += [teacher_out.policy_logits, teacher_out.wdl] if teacher_out is not None else []
             restore_batch_norm(self.student, statistics)
-            self._skip(batch, f"loss ({', '.join(non_finite_parts(report.parts))})", suspects)
+            self._skip_loss(batch, taught, report)
             return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(report.total).backward()
@@ -456,6 +450,28 @@ class Run:
         if self.swa is not None and self.step % config.train.swa_every == 0:
             self.swa.update(self.student)
         return report
+
+    def _skip_loss(self, batch: Batch, taught, report: L.LossReport) -> None:
+        """Skip a step whose loss is not finite, blaming what was: rows are named from the inputs and targets,
+        or, where those are finite, from the teachers' outputs, naming the teacher (train-mode batch norm mixes
+        the student's rows, so one bad position makes all of its outputs non-finite: they say nothing)."""
+        what = f"loss ({', '.join(non_finite_parts(report.parts))})"
+        data = [batch.planes, batch.policy, batch.z, batch.q, batch.moves_left]
+        if non_finite_rows(data).numel():
+            self._skip(batch, what, data)
+            return
+        named = taught if isinstance(taught, list) else [(self._teacher_label(), 1.0, taught)]
+        # NaN or +inf in a teacher's policy (-inf is a cache's illegal move), non-finite values in its WDL
+        outputs = [(name, [out.policy_logits.masked_fill(torch.isneginf(out.policy_logits), 0.0), out.wdl])
+                   for name, _, out in named if out is not None]
+        broken = [(name, tensors) for name, tensors in outputs if non_finite_rows(tensors).numel()]
+        if broken:
+            what += f" from the outputs of teacher {', '.join(name for name, _ in broken)} on finite positions"
+        self._skip(batch, what, [t for _, tensors in broken for t in tensors])
+
+    def _teacher_label(self) -> str:
+        teachers = self.config.teacher
+        return f"cache {teachers.cache}" if teachers.cache else ", ".join(teachers.names)
 
     def _skip(self, batch: Batch, what: str, suspects: list) -> None:
         """Count a skipped step with the positions whose values were not finite (chunk and record)."""

@@ -102,7 +102,7 @@ def test_a_nan_teacher_file_is_refused_at_start(tmp_path, capsys, good_chunks):
     _nan_net(teacher)
     code, _, err = _train(capsys, [good_chunks], tmp_path / "run", 10, f"teacher.nets=[{teacher}]")
     assert code == 2
-    _assert_one_line_error(err, f"teacher {teacher}", "value.fc2.weight", "non-finite")
+    _assert_one_line_error(err, str(teacher), "value.fc2.weight", "non-finite")
 
 
 def test_a_teacher_that_outputs_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys, good_chunks):
@@ -125,7 +125,8 @@ def test_a_teacher_that_outputs_nan_stops_the_run_and_keeps_the_last_good_checkp
                             f"teacher.nets=[{teacher}]", "train.max_skipped_steps=3", "train.skip_window=100")
     assert code == 2
     line = _assert_one_line_error(err, "4 of the last 100 batches had non-finite values",
-                                  "train.max_skipped_steps=3", "policy_distill")
+                                  "train.max_skipped_steps=3", "policy_distill",
+                                  "from the outputs of teacher teacher on finite positions")
     assert "record" in line  # the positions are named: chunk and record
     assert (run_dir / LATEST).read_bytes() == before
     assert load_checkpoint(run_dir / LATEST)["step"] == 20
