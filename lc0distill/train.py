@@ -695,7 +695,7 @@ def _log_step(run: Run, report: L.LossReport, rate: float, elapsed: float) -> No
         ("bad records", loader.bad_records)) if count)
     if loader.bad_records > run.reported_bad_records:  # name them as they come: the user may stop the run
         examples = "; ".join(loader.bad_record_examples)
-        run.say(f"warning: {loader.bad_records} bad records skipped so far (non-finite or out-of-range fields; "
+        run.say(f"warning: {loader.bad_records} bad records skipped so far (not chess, non-finite or out of range; "
                 f"first: {examples})")
         run.reported_bad_records = loader.bad_records
     eta = (steps - run.step) * elapsed / max(run.config.train.log_every, 1)

@@ -471,6 +471,37 @@ def cpu_table(folder: Path, repack_seconds: float | None, sources: tuple[ChunkSo
         print(f"aim: shards >= {aim:,} positions per CPU-second, {what}: {best:,.0f} -> {VERDICT[best >= aim]}")
 
 
+RECORD_CHECK_AIM = 0.90  # the loader with the chess checks keeps >= 90% of its positions per CPU-second
+
+
+def record_check_table(sources: tuple[ChunkSource, ...], n_records: int, args) -> None:
+    """The loader's positions per CPU-second (in-process, model-ready batches, sampling 1) with the records'
+    chess checks (validate.chess_checks) and without them (replaced by an empty list), alternated in one run,
+    best of max(3, --repeat) each: what the check that keeps non-chess records out costs."""
+    from lc0distill.chunks import validate
+
+    copies = max(1, math.ceil(max(BUFFERS_PER_RUN * args.shuffle_buffer, args.cpu_positions) / n_records))
+    spec = StreamSpec(sources * copies, batch_size=args.batch_size, sample_rate=1,
+                      shuffle_buffer=args.shuffle_buffer, seed=0, passes=1)
+    checks = validate.chess_checks
+    best = {"without the chess checks": 0.0, "with the chess checks": 0.0}
+    try:
+        for _ in range(max(3, args.repeat)):
+            for label in best:
+                validate.chess_checks = checks if label.startswith("with ") else (lambda records: [])
+                best[label] = max(best[label], cpu_run(spec, 0, True).per_cpu_second)
+    finally:
+        validate.chess_checks = checks
+    rows = [("loader (in-process, model-ready batches)", "positions", "positions/CPU-s (best)")]
+    rows += [(label, f"{copies * n_records:,}", f"{rate:,.0f}") for label, rate in best.items()]
+    ratio = best["with the chess checks"] / best["without the chess checks"]
+    print()
+    print("--- the records' chess checks (pieces on one square, one king a side, pawns off ranks 1 and 8, scalar "
+          "bytes in range, one input format per chunk), before and after, alternated in this run ---")
+    print(format_table(rows))
+    print(f"aim: with the checks >= {RECORD_CHECK_AIM:.0%} of without: {ratio:.1%} -> {VERDICT[ratio >= RECORD_CHECK_AIM]}")
+
+
 # --- main ---
 
 def main(argv: list[str] | None = None) -> int:
@@ -628,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         if memory:
             print_memory(label, memory, args)
 
+    record_check_table(sources, n_records, args)
     if args.cpu_workers.strip():
         cpu_table(shard_folder, repack_seconds, sources, blobs, n_records, args)
     scratch.cleanup()

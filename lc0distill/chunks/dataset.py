@@ -8,7 +8,7 @@ fixed-size batches of packed positions. Results are the same for the same seed, 
 count. Memory: POSITION_DTYPE.itemsize (2,232) bytes per buffered position, plus one chunk being read.
 
 Bad chunks are skipped, logged and reported back with the next batch, or raised with strict=True; so are bad
-records (non-finite or out-of-range fields, chunks/validate.py), each chunk's counted and the first named.
+records (not chess, non-finite or out of range, chunks/validate.py), each chunk's counted and the first named.
 Every position carries its source number and record index, so whoever finds a bad batch can say where it
 came from. A shard that reads a whole pass without one usable position stops with an error instead of
 looping forever (all its chunks bad, or everything sampled away).

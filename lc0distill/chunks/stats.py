@@ -109,7 +109,7 @@ class DatasetStats:
     orig_q_positions: int = 0
     visits_sum: int = 0
     visits_positions: int = 0  # V6+ records (older versions store no visit count)
-    bad_records: int = 0  # records with non-finite or out-of-range fields: counted, left out of the sums
+    bad_records: int = 0  # records with not chess, non-finite or out of range: counted, left out of the sums
     bad_record_examples: list[str] = field(default_factory=list)
 
     def add_records(self, records: np.ndarray, name: str = "chunk") -> None:

@@ -1,4 +1,5 @@
-"""Which records are unfit for training: non-finite or out-of-range fields (FORMATS.md §1.5).
+"""Which records are unfit for training: records that are not a chess position (chess_checks), non-finite or
+out-of-range fields (FORMATS.md §1.5).
 
 lc0 checks its own records this way before it rescores them (the rescorer's validation): every policy entry
 in [0, 1], exactly -1 or NaN, the legal ones summing to 1 +- 0.01; q in [-1, 1], d in [0, 1] with W and L
@@ -20,6 +21,17 @@ from lc0distill.chunks.targets import QSource
 POLICY_SUM_TOLERANCE = 0.01  # lc0's own
 WDL_TOLERANCE = 1e-4  # float rounding of W = (1 - d + q) / 2 around 0
 MAX_PLIES_LEFT = 20000.0  # longer than any chess game
+
+MAX_RULE50 = 150  # the 75-move rule ends any game at 150 plies without a capture or a pawn move
+RANKS_1_AND_8 = np.uint64(0xFF000000000000FF)  # a plane's first and last bytes (§1.2: byte k is rank k + 1)
+PIECE_PLANES = 12  # of the 13 planes of each history slot (the 13th: repetitions)
+PAWNS, KINGS = [0, 6], [5, 11]  # our and their pawns, our and their king, in a slot's planes
+CANONICAL_FORMATS = 3  # input formats >= 3: the side to move in invariance_info, the e.p. file in the byte
+NON_CANONICAL_INVARIANCE_BITS = 0x87  # transforms and black-to-move: zero outside canonical formats (§1.4.1)
+_CASTLING = ("castling_us_ooo", "castling_us_oo", "castling_them_ooo", "castling_them_oo")
+# the fields chess_checks names: a record failing one is not a chess position (its game cannot be rebuilt)
+CHESS_FIELDS = frozenset({"input_format", "planes", "castling", "side_to_move_or_enpassant", "invariance_info",
+                          "rule50_count"})
 
 # The search q/d pairs each version stores (V3 has none; played and orig arrived with V6).
 _QD_SINCE = {"root": 4, "best": 4, "played": 6, "orig": 6}
@@ -103,6 +115,47 @@ def _check_wdl(q: np.ndarray, d: np.ndarray, prefix: str, found: _Findings, allo
                   "with its d, gives a negative win or loss probability")
 
 
+def _at_most_one_bit(values: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(values) <= 1
+
+
+def chess_checks(records: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
+    """(bad mask, field, reason) for records that are not a chess position, whatever their targets say: pieces
+    on one square, a side without its one king, pawns on the first or last rank (in any history slot), the
+    scalar bytes out of what their input format allows, a rule-50 count past the 75-move rule, and an input
+    format other than the chunk's first record's (one format per chunk, as its header says). A dozen
+    whole-array operations on the bitboards, plane-major (13, N, 8) so that each plane is contiguous."""
+    count = len(records)
+    planes = np.ascontiguousarray(records["planes"].reshape(count, 8, 13).transpose(2, 0, 1))  # (plane, N, slot)
+    pieces = planes[:PIECE_PLANES]
+    counts = np.bitwise_count(pieces)  # (12, N, 8) squares per piece plane
+    # pieces on distinct squares: the union holds as many squares as the planes together
+    overlap = (np.bitwise_count(np.bitwise_or.reduce(pieces, axis=0)) != counts.sum(axis=0, dtype=np.uint8))
+    ours, theirs = counts[KINGS[0]], counts[KINGS[1]]  # (N, 8)
+    # the current position has both kings; an older slot has both or, before the game's start, nothing
+    kings_bad = ((ours > 1) | (ours != theirs)).any(axis=1) | (ours[:, 0] == 0)
+    pawns_bad = (((planes[PAWNS[0]] | planes[PAWNS[1]]) & RANKS_1_AND_8) != 0).any(axis=1)
+    fmt = records["input_format"]
+    canonical = fmt >= CANONICAL_FORMATS
+    castling = np.stack([records[name] for name in _CASTLING], axis=1)  # (N, 4) uint8
+    castling_ok = np.where(fmt == 1, (castling <= 1).all(axis=1), _at_most_one_bit(castling).all(axis=1))
+    side = records["side_to_move_or_enpassant"]
+    invariance = records["invariance_info"]
+    return [
+        (fmt != fmt[0], "input_format", f"not the chunk's input format ({int(fmt[0])}, its first record's)"),
+        (overlap.any(axis=1), "planes", "two pieces on one square"),
+        (kings_bad, "planes", "not one king a side"),
+        (pawns_bad, "planes", "a pawn on the first or last rank"),
+        (~castling_ok, "castling", "not a castling right in its input format (0/1 in format 1, one rook "
+                                   "file bit in formats >= 2)"),
+        (~np.where(canonical, _at_most_one_bit(side), side <= 1), "side_to_move_or_enpassant",
+         "not a side to move (0/1) or, in canonical formats, one en-passant file bit"),
+        ((records["version"] >= 5) & ~canonical & ((invariance & NON_CANONICAL_INVARIANCE_BITS) != 0),
+         "invariance_info", "transform or black-to-move bits set in a non-canonical input format"),
+        (records["rule50_count"] > MAX_RULE50, "rule50_count", f"above {MAX_RULE50} plies (the 75-move rule)"),
+    ]
+
+
 def _all_good(records: np.ndarray, q_source: QSource | None, entries: LegalEntries) -> bool:
     """True when no record fails any check of find_bad_records (which then names the failures)."""
     version = int(records["version"].min())
@@ -128,7 +181,7 @@ def _all_good(records: np.ndarray, q_source: QSource | None, entries: LegalEntri
     if q_source is not None:
         source = QSource(q_source).value
         good = good and version >= _QD_SINCE[source] and not np.isnan(records[f"{source}_q"]).any()
-    return good
+    return good and not any(mask.any() for mask, _, _ in chess_checks(records))
 
 
 def find_bad_records(records: np.ndarray, q_source: QSource | None = None,
@@ -143,6 +196,8 @@ def find_bad_records(records: np.ndarray, q_source: QSource | None = None,
     if _all_good(records, q_source, entries):  # the usual case, in a few whole-chunk operations
         return found.result()
     version = records["version"]
+    for mask, field, reason in chess_checks(records):
+        found.add(mask, field, reason)
     _check_policy(records, entries, found)
     _check_wdl(records["result_q"], records["result_d"], "result", found)
     for pair, since in _QD_SINCE.items():

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import astuple
 from typing import Iterator
 
 from lc0distill.chunks.decode import decode_record
 from lc0distill.chunks.games import Game, reconstruct_games
 from lc0distill.chunks.reader import Chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks, no_chunks_message
-from lc0distill.chunks.validate import find_bad_records
+from lc0distill.chunks.validate import CHESS_FIELDS, find_bad_records
 from lc0distill.cli import data_from_pgn, data_label, data_play, data_repack, data_stats
 from lc0distill.cli.arguments import refuse_shard_folders
 from lc0distill.errors import ChunkError
@@ -103,7 +104,7 @@ MAX_LISTED_BAD_RECORDS = 100
 
 
 def _bad_records(records) -> list[dict]:
-    """Records unfit for training (non-finite or out-of-range fields): the first 100, with field and reason."""
+    """Records unfit for training (not chess, non-finite or out of range): the first 100, with field and reason."""
     bad = find_bad_records(records)
     return [{"record": int(i), "field": f, "reason": r}
             for i, f, r in list(zip(bad.indices, bad.fields, bad.reasons))[:MAX_LISTED_BAD_RECORDS]]
@@ -158,6 +159,12 @@ def run_games(args: argparse.Namespace) -> int:
     entries = []
     refuse_shard_folders(args.paths, "data games")
     for chunk in _chunks(args.paths, errors):
+        not_chess = [(i, field, reason) for i, field, reason in zip(*astuple(find_bad_records(chunk.records)))
+                     if field in CHESS_FIELDS]  # (a bad value target leaves the moves in the planes: rebuilt)
+        if not_chess:  # a game rebuilt from records that are not chess would be made up: none is printed
+            errors += [f"{chunk.name}: record {int(i)}: field {field}: {reason} (not a chess position: the chunk's "
+                       "games are not rebuilt)" for i, field, reason in not_chess[:3]]
+            continue
         for game in reconstruct_games(chunk.records):
             if args.pgn:
                 print(game.to_pgn(event=chunk.name), end="\n\n")

@@ -25,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "stats", help="dataset statistics: positions, games, results, formats, value and policy targets",
         description="Statistics over all the chunks given: positions, games, results, record versions and "
                     "input formats, mean |best_q - z|, mean policy entropy. Unreadable chunks are skipped "
-                    "and listed, bad records (non-finite or out-of-range fields) counted, named and left out "
+                    "and listed, bad records (not chess, non-finite or out of range) counted, named and left out "
                     "of the sums (exit code 2 for either).")
     stats.add_argument("paths", nargs="+", metavar="PATH", help=PATHS_HELP)
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -96,6 +96,6 @@ def run_stats(args: argparse.Namespace) -> int:
     for bad in report["bad_files"]:
         print(f"lc0distill: error: {bad['path']}: {bad['error']}", file=sys.stderr)
     if report["bad_records"]:
-        print(f"lc0distill: error: {report['bad_records']} bad records (non-finite or out-of-range fields), left "
+        print(f"lc0distill: error: {report['bad_records']} bad records (not chess, non-finite or out of range), left "
               f"out of the statistics: {'; '.join(report['bad_record_examples'])}", file=sys.stderr)
     return 2 if report["bad_files"] or report["bad_records"] else 0
