@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from google.protobuf.message import DecodeError
 
 from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 from lc0distill.errors import Lc0DistillError
@@ -145,6 +146,7 @@ def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, thr
         model = onnx.load_from_string(data)
     except Exception as error:  # DecodeError and friends
         raise Lc0DistillError(f"{path}: not an ONNX model ({str(error).splitlines()[0]})") from None
+    check_finite_weights(model, path)
     metadata = {p.key: p.value for p in model.metadata_props}
     if input_format is None:
         if METADATA_INPUT_FORMAT in metadata:
@@ -169,6 +171,23 @@ def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, thr
     return net
 
 
+def check_finite_weights(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Every floating-point initializer and Constant of the graph finite: a NaN in a weight would give NaN
+    outputs on some positions only (a net file never gets trusted on its word)."""
+    from onnx import numpy_helper
+
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    tensors += [(node.output[0] if node.output else node.name, attribute.t) for node in model.graph.node
+                if node.op_type == "Constant" for attribute in node.attribute if attribute.name == "value"]
+    for name, tensor in tensors:
+        try:
+            values = numpy_helper.to_array(tensor)
+        except Exception:  # noqa: BLE001 - external or odd data: onnxruntime says what is wrong with it
+            continue
+        if values.dtype.kind == "f" and not np.isfinite(values.astype(np.float32)).all():
+            raise Lc0DistillError(f"{path}: weight {name} holds non-finite values (NaN or infinity)")
+
+
 def built_onnx_net(model: bytes, config: NetConfig, path: str, threads: int = 0) -> OnnxNet:
     """An ONNX model made by build_onnx from a net with this config (its outputs follow from the heads)."""
     return OnnxNet(model, path=path, input_name=INPUT_NAME, policy=POLICY_NAME,
@@ -181,6 +200,10 @@ def open_embedded_onnx(embedded: EmbeddedOnnx, path: str | os.PathLike, threads:
                        device: str = "cpu") -> OnnxNet:
     if embedded.data_type == OnnxDataType.BFLOAT16:
         raise Lc0DistillError(f"{path}: bfloat16 ONNX nets are not supported here (float32 and float16 are)")
+    try:
+        check_finite_weights(onnx.load_from_string(embedded.model), path)
+    except DecodeError:
+        pass  # onnxruntime names what is wrong with the embedded model when it opens it
     return OnnxNet(embedded.model, path=str(path), input_name=embedded.input_planes, policy=embedded.output_policy,
                    wdl=embedded.output_wdl, value=embedded.output_value, mlh=embedded.output_mlh,
                    input_format=embedded.input_format, threads=threads, device=device)

@@ -363,6 +363,23 @@ def test_a_net_of_non_finite_weights_is_refused_by_every_command(tmp_path, capsy
     assert_user_error(run_cli(capsys, teacher), path, "non-finite")
 
 
+def test_an_onnx_net_of_non_finite_weights_is_refused_by_every_command(tmp_path, capsys, data):
+    from lc0distill.export.onnx_graph import build_onnx
+
+    net = SEResNet(NetConfig(filters=8, blocks=1)).eval()
+    with torch.no_grad():
+        net.policy.policy.bias.fill_(float("nan"))
+    model = build_onnx(net)
+    model.metadata_props.add(key="lc0distill.input_format", value="1")
+    path = tmp_path / "nan.onnx"
+    path.write_bytes(model.SerializeToString())
+    teacher = ["train", f"data.paths=[{data}]", *TINY, "train.steps=2", f"train.run_dir={tmp_path / 'run'}",
+               f"teacher.nets=[{path}]"]
+    for argv in [["net", "info", path], ["net", "eval", path, "--fen", STARTPOS],
+                 ["evaluate", path, "--data", data / "game_000004.gz"], teacher]:
+        assert_user_error(run_cli(capsys, argv), path, "holds non-finite values")
+
+
 def test_resuming_with_an_optimizer_of_other_groups_is_one_line(tmp_path, capsys, data, good_checkpoint):
     groups = good_checkpoint["optimizer"]["param_groups"]
     merged = [{**groups[0], "params": [p for g in groups for p in g["params"]]}]

@@ -106,7 +106,7 @@ def test_a_nan_teacher_file_is_refused_at_start(tmp_path, capsys, good_chunks):
 
 
 def test_a_teacher_that_outputs_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys, good_chunks):
-    """An ONNX teacher (no weights to inspect) computing NaN: every step is skipped and named, then the run stops
+    """An ONNX teacher (finite weights, too large) computing NaN: every step is skipped and named, then the run stops
     with an error; the checkpoint of the good steps before it is untouched and finite, and no final net is written."""
     run_dir = tmp_path / "run"
     code, _, err = _train(capsys, [good_chunks], run_dir, 20, "train.checkpoint_every=10")
@@ -115,8 +115,8 @@ def test_a_teacher_that_outputs_nan_stops_the_run_and_keeps_the_last_good_checkp
     (run_dir / "final.pt").unlink()
     torch.manual_seed(1)
     bad = SEResNet(NetConfig(filters=8, blocks=1)).eval()
-    with torch.no_grad():
-        bad.policy.policy.bias.fill_(float("nan"))
+    with torch.no_grad():  # finite weights (a NaN weight is refused when the file opens) that overflow to inf
+        bad.policy.policy.weight.fill_(3e38)
     teacher = tmp_path / "teacher.onnx"
     model = build_onnx(bad)
     model.metadata_props.add(key="lc0distill.input_format", value="1")
