@@ -82,6 +82,27 @@ def pack_records(records: np.ndarray, entries: LegalEntries | None = None, chunk
     return out
 
 
+def unpack_positions(packed: np.ndarray) -> np.ndarray:
+    """(N,) POSITION_DTYPE -> (N,) RECORD_DTYPE: the records pack_records was given, as far as positions keep
+    them (every field training, statistics and inspection read; V7's extra fields stay zero). Illegal moves
+    read -1 as lc0 marks them, or 0 where the record marked none (V3, FLAG_ALL_LEGAL)."""
+    from lc0distill.chunks.layouts import NO_MOVE, RECORD_DTYPE
+
+    records = np.zeros(len(packed), dtype=RECORD_DTYPE)
+    records["opp_played_idx"] = records["next_played_idx"] = NO_MOVE
+    records["planes"] = packed["planes"]
+    for i, field in enumerate(("castling_us_ooo", "castling_us_oo", "castling_them_ooo", "castling_them_oo")):
+        records[field] = packed["castling"][:, i]
+    for field in ("side_to_move_or_enpassant", "rule50_count", "invariance_info", "input_format", "version",
+                  "played_idx", "best_idx", "visits", *SCALAR_FIELDS):
+        records[field] = packed[field]
+    policy, legal = dense_policy(packed)
+    all_legal = (packed["flags"] & FLAG_ALL_LEGAL) != 0
+    records["probabilities"] = np.where(legal & ~all_legal[:, None], policy, np.float32(-1.0))
+    records["probabilities"][all_legal] = policy[all_legal]
+    return records
+
+
 def dense_policy(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """((N, 1858) float32 policy with illegal entries 0, (N, 1858) bool legal mask) of packed positions."""
     count = len(packed)

@@ -52,4 +52,5 @@ def refuse_shard_folders(paths, command: str) -> None:
     for path in paths:
         if is_shard_folder(path):
             raise Lc0DistillError(f"{path}: a shard folder (data repack): {command} reads chunks; give it the chunks "
-                                  "the shards were repacked from (train and evaluate read shard folders)")
+                                  "the shards were repacked from (train, evaluate, data stats and data inspect read "
+                                  "shard folders)")

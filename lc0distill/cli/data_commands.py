@@ -16,8 +16,11 @@ from lc0distill.chunks.validate import CHESS_FIELDS, find_bad_records
 from lc0distill.cli import data_from_pgn, data_label, data_play, data_repack, data_stats
 from lc0distill.cli.arguments import refuse_shard_folders
 from lc0distill.errors import ChunkError
+from lc0distill.shards.index import is_shard_folder
+from lc0distill.shards.regroup import shard_folder_chunks
 
-PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
+PATHS_HELP = ("chunk files (.gz or uncompressed), directories (searched recursively), .tar archives, or shard "
+              "folders (data repack: read back as the chunks they were made from)")
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -50,11 +53,19 @@ def register(groups: argparse._SubParsersAction) -> None:
     games.set_defaults(run=run_games)
 
 
-def _chunks(paths: list[str], errors: list[str]) -> Iterator[Chunk]:
+def _chunks(paths: list[str], errors: list[str], shards: bool = False) -> Iterator[Chunk]:
     """Readable chunks; each unreadable one adds a one-line error and the rest go on. Paths that hold no chunk
-    at all are an error too (an empty folder is a wrong path, not an empty answer)."""
-    sources = list(find_chunks(paths, on_error=lambda error: errors.append(str(error))))
-    if not sources and not errors:
+    at all are an error too (an empty folder is a wrong path, not an empty answer). `shards`: a shard folder
+    gives back the chunks it was made from (shards/regroup.py)."""
+    folders = [path for path in paths if shards and is_shard_folder(path)]
+    paths = [path for path in paths if path not in folders]
+    sources = list(find_chunks(paths, on_error=lambda error: errors.append(str(error)))) if paths else []
+    for folder in folders:
+        try:
+            yield from shard_folder_chunks(folder)
+        except ChunkError as error:  # a shard block that cannot be read (a damaged index stops the command)
+            errors.append(str(error))
+    if not sources and not folders and not errors:
         errors.append(no_chunks_message(paths))
     for source in sources:
         try:
@@ -132,8 +143,7 @@ def _shown(value: float | None, spec: str) -> str:
 
 def run_inspect(args: argparse.Namespace) -> int:
     errors: list[str] = []
-    refuse_shard_folders(args.paths, "data inspect")
-    reports = [inspect_chunk(chunk, args.records) for chunk in _chunks(args.paths, errors)]
+    reports = [inspect_chunk(chunk, args.records) for chunk in _chunks(args.paths, errors, shards=True)]
     for report in reports:
         errors += [f"{report['path']}: record {bad['record']}: field {bad['field']}: {bad['reason']} (a bad record: "
                    "training skips it)" for bad in report["bad_records"]]

@@ -12,10 +12,12 @@ from rich.table import Table
 
 from lc0distill.chunks.sources import find_chunks, no_chunks_message
 from lc0distill.chunks.stats import DatasetStats
-from lc0distill.cli.arguments import refuse_shard_folders
-from lc0distill.errors import Lc0DistillError
+from lc0distill.errors import ChunkError, Lc0DistillError
+from lc0distill.shards.index import is_shard_folder
+from lc0distill.shards.regroup import shard_folder_chunks
 
-PATHS_HELP = "chunk files (.gz or uncompressed), directories (searched recursively) or .tar archives"
+PATHS_HELP = ("chunk files (.gz or uncompressed), directories (searched recursively), .tar archives, or shard "
+              "folders (data repack: read back as the chunks they were made from)")
 PROGRESS_MIN_CHUNKS = 50  # fewer chunks take well under a second: no progress bar
 
 
@@ -33,9 +35,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _collect(paths: list[str]) -> DatasetStats:
+    """Statistics over chunks, and over shard folders read back as the chunks they were made from."""
     stats = DatasetStats()
-    sources = list(find_chunks(paths, on_error=stats.add_bad))
-    if not sources and not stats.bad_files:
+    folders = [path for path in paths if is_shard_folder(path)]
+    for folder in folders:
+        try:
+            for chunk in shard_folder_chunks(folder):
+                stats.add_records(chunk.records, chunk.name)
+        except ChunkError as error:  # a shard block that cannot be read
+            stats.add_bad(error)
+    paths = [path for path in paths if path not in folders]
+    sources = list(find_chunks(paths, on_error=stats.add_bad)) if paths else []
+    if not sources and not folders and not stats.bad_files:
         raise Lc0DistillError(no_chunks_message(paths))
     console = Console(stderr=True)
     if len(sources) < PROGRESS_MIN_CHUNKS or not console.is_terminal:
@@ -85,7 +96,6 @@ def _print_table(report: dict) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    refuse_shard_folders(args.paths, "data stats")
     stats = _collect(args.paths)
     report = stats.to_dict()
     if args.json:
