@@ -70,7 +70,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.add_argument("--runtime", choices=("onnxruntime", "pytorch"), default="onnxruntime",
                         help="what runs the nets for --engine policy (default %(default)s: 2-2.5x faster than "
                              "PyTorch on a CPU at the small batches of a match)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (its shape in the README)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (its shape in docs/commands.md)")
     parser.set_defaults(run=run)
 
 

@@ -1,6 +1,6 @@
 """A match's report: per net W/D/L by colour and speed, per pairing the pentanomial Elo with its 95% interval,
 LOS and draw ratio, a maximum-likelihood round robin for 3+ nets (anchored on the first), the SPRT state.
-One JSON object (`--json`, its shape in the README) or a text table."""
+One JSON object (`--json`, its shape in docs/commands.md) or a text table."""
 
 from __future__ import annotations
 
