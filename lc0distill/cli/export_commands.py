@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lc0distill.checks import check_finite_net
-from lc0distill.cli.arguments import input_format, positive_float, positive_int
+from lc0distill.cli.arguments import input_format, non_negative_float, positive_int
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS
 from lc0distill.export.exporter import EXPORT_STAGES, ExportOptions, ExportTarget, convert_onnx_net, export_net
@@ -39,7 +39,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     export.add_argument("--opset", type=int, help=f"ONNX opset, 9-22 (default: lc0's {DEFAULT_OPSET})")
     export.add_argument("--encoding", choices=[e.value for e in Encoding],
                         help="layer encoding of --to lc0 (default linear16, as lc0's trainers write)")
-    export.add_argument("--tolerance", type=positive_float,
+    export.add_argument("--tolerance", type=non_negative_float,
                         help="largest accepted output difference (default 1e-4 fp32, 0.05 fp16 and 16-bit lc0 files)")
     export.add_argument("--check-data", nargs="+", metavar="PATH",
                         help="check on these chunks instead of the built-in positions")

@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from lc0distill.checks import check_finite_net
-from lc0distill.cli.arguments import input_format, positive_float, positive_int
+from lc0distill.cli.arguments import input_format, non_negative_float, positive_int
 from lc0distill.engine.binary import uci_search
 from lc0distill.engine.check import DEFAULT_TOLERANCE, check_net, lc0_net_path
 from lc0distill.engine.evaluation import DEFAULT_BACKEND, lc0_evaluations
@@ -75,7 +75,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                        help="the lc0 binary (default: $LC0_BINARY, then lc0 on PATH, then the install cache)")
     check.add_argument("--positions", type=positive_int, default=DEFAULT_POSITIONS,
                        help=f"how many built-in positions (default {DEFAULT_POSITIONS})")
-    check.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
+    check.add_argument("--tolerance", type=non_negative_float, default=DEFAULT_TOLERANCE,
                        help=f"largest accepted difference (default {DEFAULT_TOLERANCE:g}; moves-left relative to "
                             f"max(1, plies))")
     check.add_argument("--backend", choices=("blas", "eigen"), default=DEFAULT_BACKEND, help="lc0's backend")
