@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from lc0distill.cli.arguments import positive_float, positive_int
+from lc0distill.cli.arguments import positive_int
 from lc0distill.errors import Lc0DistillError
 from lc0distill.match.game import Adjudication
 from lc0distill.match.match import MatchOptions, Sprt, net_names, run_match
@@ -63,7 +63,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                         f"{_ADJUDICATION.draw_moves},{_ADJUDICATION.draw_from_move}; 0,0,0: off)")
     parser.add_argument("--max-plies", type=positive_int, default=_ADJUDICATION.max_plies,
                         help="a game still going after this many plies is a draw (default %(default)s)")
-    parser.add_argument("--move-timeout", type=positive_float, default=60.0, metavar="S",
+    parser.add_argument("--move-timeout", type=float, default=60.0, metavar="S",
                         help="an lc0 that has not answered this long after its move's time is a failure "
                              "(default %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="PyTorch/onnxruntime threads for --engine policy")
