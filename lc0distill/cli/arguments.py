@@ -39,7 +39,6 @@ def bounded_float(low: float, high: float = float("inf"), *, low_included: bool 
     return parse
 
 
-positive_float = bounded_float(0.0, low_included=False)
 non_negative_float = bounded_float(0.0)
 
 
