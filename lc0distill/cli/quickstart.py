@@ -188,7 +188,8 @@ def _remove_chunks(folder: Path) -> None:
 
 def _write_list(path: Path, sources) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{source.path}\n" for source in sources))
+    # absolute: an @list's relative entries are read relative to the list's own folder
+    path.write_text("".join(f"{Path(source.path).resolve()}\n" for source in sources))
     return f"@{path}"
 
 

