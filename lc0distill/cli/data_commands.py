@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import astuple
 from typing import Iterator
 
 from lc0distill.chunks.decode import decode_record
@@ -169,7 +168,8 @@ def run_games(args: argparse.Namespace) -> int:
     entries = []
     refuse_shard_folders(args.paths, "data games")
     for chunk in _chunks(args.paths, errors):
-        not_chess = [(i, field, reason) for i, field, reason in zip(*astuple(find_bad_records(chunk.records)))
+        bad = find_bad_records(chunk.records)
+        not_chess = [(i, field, reason) for i, field, reason in zip(bad.indices, bad.fields, bad.reasons)
                      if field in CHESS_FIELDS]  # (a bad value target leaves the moves in the planes: rebuilt)
         if not_chess:  # a game rebuilt from records that are not chess would be made up: none is printed
             errors += [f"{chunk.name}: record {int(i)}: field {field}: {reason} (not a chess position: the chunk's "
