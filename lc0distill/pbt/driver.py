@@ -149,7 +149,10 @@ def _new_tuner(tune, scheduler_class, trainable, config: PbtRunConfig, search, p
             # PBT registers a donor's reported checkpoint a second time when it picks it for cloning, and Tune
             # counts both towards num_to_keep: twice the count keeps pbt.keep_checkpoints distinct ones
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2 * pbt.keep_checkpoints),
-            failure_config=tune.FailureConfig(max_failures=0)))
+            failure_config=tune.FailureConfig(max_failures=0),
+            # Tune writes its state and pbt_global.txt in a staging folder and copies them into ray/ at most
+            # every sync_period (default 300 s): a kill would lose the exploits of the last minutes from the log
+            sync_config=tune.SyncConfig(sync_period=1)))
 
 
 def _count_restore(run_dir: Path) -> int:

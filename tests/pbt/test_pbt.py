@@ -317,6 +317,9 @@ def test_a_killed_pbt_run_resumes(tmp_path):
     # Tune records a reported checkpoint in its experiment state within TUNE_GLOBAL_CHECKPOINT_S (1 s, set by
     # the driver): after 2 s more, the checkpoints of the steps reached are Tune's, and none may be lost.
     time.sleep(2.0)
+    # The exploits the members logged so far are in Tune's copied log (synced every second) before the kill:
+    # what the test then asks is that the restore keeps them, not when Tune's copy happens.
+    synced = _lines_with_exploits_synced(run_dir, members, deadline=time.monotonic() + 30)
     assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     process.wait()
@@ -327,10 +330,10 @@ def test_a_killed_pbt_run_resumes(tmp_path):
     assert "resuming the PBT run" in done.stderr
     assert json.loads((run_dir / "ray" / "restores.json").read_text()) == {"restores": 1}  # seeds explore anew
     # Tune's log of the exploits made before the kill is kept (Tune starts pbt_global.txt anew at a restore).
-    before = [r for m in members for r in _records(run_dir, m)[:lines_before[m]] if r.get("event") == "exploit"]
+    before = _exploits(run_dir, members, synced)
     if before:
         kept_log = (run_dir / "ray" / "pbt" / "pbt_global.before-restore-1.txt").read_text().splitlines()
-        assert all(any(json.loads(line)[5]["hyper"] == e["hyperparameters"] for line in kept_log) for e in before)
+        assert _all_in_log(before, kept_log)
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert {m["step"] for m in summary["members"]} == {24}
     for member in members:
@@ -361,6 +364,31 @@ def test_a_killed_pbt_run_resumes(tmp_path):
         assert [r["step"] for r in reports][-1] == 24
     rows = (run_dir / "pbt.md").read_text().splitlines()[2:]
     assert len(rows) == sum(len(reports) for reports in kept.values())
+
+
+def _exploits(run_dir: Path, members, lines: dict) -> list[dict]:
+    """The exploit events in each member's first lines[member] lines of metrics."""
+    return [r for m in members for r in _records(run_dir, m)[:lines[m]] if r.get("event") == "exploit"]
+
+
+def _all_in_log(exploits: list[dict], log_lines: list[str]) -> bool:
+    """Every exploit has a line of Tune's pbt_global log with its new hyperparameters."""
+    return all(any(json.loads(line)[5]["hyper"] == e["hyperparameters"] for line in log_lines) for e in exploits)
+
+
+def _lines_with_exploits_synced(run_dir: Path, members, deadline: float) -> dict:
+    """Waits until Tune's log in ray/ holds every exploit logged by the members so far; their line counts."""
+    while True:
+        lines = {m: len((run_dir / "members" / m / "metrics.jsonl").read_text().splitlines()) for m in members}
+        log = run_dir / "ray" / "pbt" / "pbt_global.txt"
+        log_lines = log.read_text().splitlines() if log.is_file() else []
+        try:
+            if _all_in_log(_exploits(run_dir, members, lines), log_lines):
+                return lines
+        except json.JSONDecodeError:  # a line being written
+            pass
+        assert time.monotonic() < deadline, "Tune's pbt_global.txt in ray/ lacks exploits the members logged"
+        time.sleep(0.2)
 
 
 def _reported_steps(run_dir: Path, member: str) -> list[int]:
