@@ -7,8 +7,9 @@ import sys
 from typing import Sequence
 
 from lc0distill import __version__
-from lc0distill.cli import (data_commands, engine_commands, export_commands, match_commands, net_commands,
-                            nets_commands, pbt_commands, plot_commands, quickstart, teacher_commands, train_commands)
+from lc0distill.cli import (data_commands, engine_commands, export_commands, ladder_commands, match_commands,
+                            net_commands, nets_commands, pbt_commands, plot_commands, quickstart, teacher_commands,
+                            train_commands)
 from lc0distill.errors import Lc0DistillError
 
 EXIT_USER_ERROR = 2
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine_commands.register(groups)
     plot_commands.register(groups)
     match_commands.register(groups)
+    ladder_commands.register(groups)
     teacher_commands.register(groups)
     pbt_commands.register(groups)
     return parser

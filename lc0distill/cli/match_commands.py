@@ -123,7 +123,7 @@ def _adjudication(args: argparse.Namespace) -> Adjudication:
                         draw_from_move=int(draw[2]), max_plies=args.max_plies)
 
 
-def _sprt(text: str | None) -> Sprt | None:
+def parse_sprt(text: str | None) -> Sprt | None:
     if text is None:
         return None
     parts = text.split(",")
@@ -134,7 +134,7 @@ def _sprt(text: str | None) -> Sprt | None:
     return sprt
 
 
-def _engine_options(items: list[str]) -> dict[str, str]:
+def parse_engine_options(items: list[str]) -> dict[str, str]:
     options = dict(DEFAULT_ENGINE_OPTIONS)
     for item in items:
         key, sep, value = item.partition("=")
@@ -154,10 +154,10 @@ def match_options(args: argparse.Namespace) -> MatchOptions:
     return MatchOptions(
         engine=engine, limits=_limits(args), games=args.games, openings=tuple(openings),
         openings_source=Path(args.openings).name if args.openings else "built-in",
-        concurrency=args.concurrency or (POLICY_CONCURRENCY if engine == "policy" else 1), adjudication=_adjudication(args), sprt=_sprt(args.sprt),
+        concurrency=args.concurrency or (POLICY_CONCURRENCY if engine == "policy" else 1), adjudication=_adjudication(args), sprt=parse_sprt(args.sprt),
         pgn=Path(args.pgn) if args.pgn else None, resume=args.resume,
         engine_path=None if args.engine in ("lc0", "policy") else args.engine,
-        engine_options=_engine_options(args.engine_option),
+        engine_options=parse_engine_options(args.engine_option),
         optional_engine_options=frozenset(DEFAULT_ENGINE_OPTIONS) - {i.partition("=")[0].strip() for i in args.engine_option},
         move_timeout=args.move_timeout, threads=args.threads,
         runtime=args.runtime)

@@ -1,0 +1,116 @@
+"""The ladder from start to end: the teacher's row, each rung (trained, exported, scored, timed in lc0), then
+the matches limit by limit, and the best student at each clock given the decisive number of games. Every stage
+is kept as it completes (rung.json, the matches' PGNs), so a killed ladder continues where it stopped."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from lc0distill.fileio import make_folder, write_atomic
+from lc0distill.ladder.games import pairing_row, play_teacher
+from lc0distill.ladder.plan import LadderPlan, Limit
+from lc0distill.ladder.rung import RUNG_FILE, STUDENT_FILE, build_rung, teacher_record
+from lc0distill.ladder.speed import lc0_nps
+from lc0distill.ladder.table import markdown, write_tables
+from lc0distill.progress import track
+
+Log = Callable[[str], None]
+
+
+class Clock:
+    """Seconds the ladder has worked, over every run of it (out/clock.json; a kill loses the stage it cut)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+        self.mark = time.perf_counter()
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        self.seconds += now - self.mark
+        self.mark = now
+        write_atomic(self.path, (json.dumps({"seconds": round(self.seconds, 1)}) + "\n").encode())
+        return self.seconds
+
+
+def _with_nps(plan: LadderPlan, record: dict, net: Path, path: Path, log: Log) -> dict:
+    if record.get("nps") is None:
+        log(f"{net.name}: nps in lc0 ({plan.nps_positions} positions x {plan.nps_seconds:g}s)")
+        record["nps"] = lc0_nps(net, plan.engine_options, plan.nps_positions, plan.nps_seconds, plan.engine_path,
+                                plan.optional_engine_options)
+        write_atomic(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
+    return record
+
+
+def _play(plan: LadderPlan, size: str, limit: Limit, games: int, use_sprt: bool) -> dict:
+    pgn = plan.match_pgn(size, limit)
+    make_folder(pgn.parent, "matches folder")
+    student = plan.rung_dir(size) / STUDENT_FILE
+    with track(f"{size} vs teacher, {limit.label}", total=games, unit="games") as bar:
+        report = play_teacher(plan, student, limit, games, plan.sprt if use_sprt else None, pgn,
+                              lambda done: bar.update(done))
+        bar.update(report["games"])  # the games resumed from the PGN too
+    row, kept = pairing_row(report), pgn.with_suffix(".json")
+    before = json.loads(kept.read_text()) if kept.is_file() else {}
+    for speed in ("student_nps", "teacher_nps"):  # a resumed match with nothing left to play measured none
+        if row[speed] is None:
+            row[speed] = before.get(speed)
+    write_atomic(kept, (json.dumps(row, indent=1, allow_nan=False) + "\n").encode())
+    return row
+
+
+def _best_at(rows: dict, limit: str) -> str | None:
+    """The student that scored best against the teacher at `limit` (the smaller one on a tie)."""
+    played = {size: (row[limit]["wins"] + row[limit]["draws"] / 2) / row[limit]["games"]
+              for size, row in rows.items() if row.get(limit, {}).get("games")}
+    return max(played, key=played.get) if played else None
+
+
+def run_ladder(plan: LadderPlan, log: Log = print) -> dict:
+    make_folder(plan.out, "ladder folder")
+    clock = Clock(plan.out / "clock.json")
+    teacher = _with_nps(plan, teacher_record(plan, log), plan.teacher, plan.out / "teacher.json", log)
+    rungs = {}
+    for size in plan.sizes:
+        record = build_rung(plan, size, log)
+        rungs[size] = _with_nps(plan, record, plan.rung_dir(size) / STUDENT_FILE, plan.rung_dir(size) / RUNG_FILE,
+                                log)
+        clock.tick()
+    rows: dict[str, dict] = {size: {} for size in plan.sizes}
+    for limit in plan.limits:
+        decisive = limit.uci.nodes == 1
+        for size in plan.sizes:
+            games = plan.decisive_games if decisive else plan.games
+            rows[size][limit.label] = _play(plan, size, limit, games, use_sprt=not decisive)
+            clock.tick()
+    for limit in (limit for limit in plan.limits if limit.equal_time and plan.decisive_games > plan.games):
+        best = _best_at(rows, limit.label)
+        if best is not None:
+            log(f"{best}: the best student at {limit.label}, to {plan.decisive_games} games")
+            rows[best][limit.label] = _play(plan, best, limit, plan.decisive_games, use_sprt=False)
+            clock.tick()
+    result = _result(plan, teacher, rungs, rows, clock.tick())
+    write_tables(result, plan.out)
+    log(markdown(result))
+    return result
+
+
+def _result(plan: LadderPlan, teacher: dict, rungs: dict, rows: dict, seconds: float) -> dict:
+    return {
+        "teacher": {"path": teacher["path"], "size": teacher["size"], "parameters": teacher["parameters"],
+                    "held_out": teacher["held_out"], "nps": teacher["nps"]["nps"]},
+        "limits": [limit.label for limit in plan.limits],
+        "rungs": [{"size": size, "parameters": rungs[size]["net"]["parameters"],
+                   "train_positions_per_second": rungs[size]["trained"]["positions_per_second"],
+                   "steps": rungs[size]["trained"]["steps"], "best_step": rungs[size]["trained"]["best_step"],
+                   "held_out": rungs[size]["held_out"], "nps": rungs[size]["nps"]["nps"],
+                   "net": str(plan.rung_dir(size) / STUDENT_FILE), "vs_teacher": rows[size]}
+                  for size in plan.sizes],
+        "games": {"every_pairing": plan.games, "decisive": plan.decisive_games,
+                  "sprt": None if plan.sprt is None else vars(plan.sprt)},
+        "engine_options": plan.engine_options, "held_out": list(plan.held_out), "validation": list(plan.validation),
+        "data": list(plan.data), "seconds": round(seconds, 1),
+    }
