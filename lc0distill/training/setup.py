@@ -1,0 +1,56 @@
+"""A run's set-up: the device, each rank's share of the batch, the seeds and the optimizer."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from lc0distill.config import TrainConfig
+from lc0distill.errors import Lc0DistillError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise Lc0DistillError(f"train.device={name}: not a device (auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise Lc0DistillError(f"train.device={name}: lc0distill trains on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Lc0DistillError(f"train.device={name}, but no CUDA device is available")
+    return device
+
+
+def rank_batch_size(batch_size: int, world: int) -> int:
+    """Each rank's share of data.batch_size, the global batch (as lczero-training splits it over replicas):
+    DDP averages the ranks' gradients, so a step sees and weighs batch_size positions whatever the ranks."""
+    if batch_size % world:
+        raise Lc0DistillError(f"data.batch_size={batch_size} is the global batch, split over {world} ranks: give a "
+                              f"multiple of {world}")
+    return batch_size // world
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_batch_norm_momentum(model: torch.nn.Module, momentum: float) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = momentum
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Weight decay on conv and dense weights only (lczero's L2 on kernels), not on BN or biases."""
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    other = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    return torch.optim.AdamW(groups, lr=config.lr.lr)
