@@ -57,6 +57,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                                           "(default %(default)s)")
     parser.add_argument("--engine-path", metavar="PATH", help="--engine lc0: the lc0 binary (default: found as "
                                                               "`lc0distill engine where` finds it)")
+    parser.add_argument("--resume", action="store_true",
+                        help="count the games already in --out towards --games and play only the rest (a killed "
+                             "run goes on where it stopped; in-process games then use another seed)")
     parser.add_argument("--json", action="store_true", help="print a summary as one JSON object")
     parser.set_defaults(run=run)
 
@@ -73,19 +76,19 @@ def _check(args: argparse.Namespace) -> None:
         raise Lc0DistillError(f"{args.net}: no such net file")
 
 
-def _play_in_process(args: argparse.Namespace) -> dict:
+def _play_in_process(args: argparse.Namespace, games: int, seed: int) -> dict:
     from lc0distill.match.openings import read_openings
 
     openings = [o.board() for o in read_openings(args.openings)] if args.openings else []
     net = load_fast_inference_net(args.net, args.runtime)
     settings = PlaySettings(temperature=args.temperature, random_plies=args.random_plies, max_plies=args.max_plies,
-                            concurrency=args.concurrency, seed=args.seed)
+                            concurrency=args.concurrency, seed=seed)
     writer = GameChunkWriter(args.out, first_index=next_chunk_index(args.out))
     make_folder(args.out, "output folder")
     results = {"1-0": 0, "0-1": 0, "1/2-1/2": 0}
     positions = 0
-    with track("data play", total=args.games, unit="games") as bar:
-        for game in play_games(net, args.games, settings, openings,
+    with track("data play", total=games, unit="games") as bar:
+        for game in play_games(net, games, settings, openings,
                                on_position=lambda n: bar.update(bar.completed, positions=bar.positions + n)):
             if args.targets == "played":
                 records = records_from_game(game.moves, game.result, net.config.input_format, start=game.start)
@@ -96,33 +99,57 @@ def _play_in_process(args: argparse.Namespace) -> dict:
             results[game.result] += 1
             positions += len(records)
             bar.update(bar.completed + 1)
-    return {"games": args.games, "positions": positions, "results": results}
+    return {"games": games, "positions": positions, "results": results}
 
 
-def _play_lc0(args: argparse.Namespace) -> dict:
+def _play_lc0(args: argparse.Namespace, games: int) -> dict:
+    from lc0distill.chunks.reader import read_chunk
+    from lc0distill.chunks.sources import ChunkSource
     from lc0distill.engine.locate import find_engine
     from lc0distill.selfplay.lc0_selfplay import lc0_selfplay
 
     binary = find_engine(args.engine_path)
+    results = {"1-0": 0, "0-1": 0, "1/2-1/2": 0}
+    positions = 0
     with tempfile.TemporaryDirectory(prefix="lc0distill-play-") as folder:
         weights = lc0_weights_file(args.net, Path(folder) / "net.pb.gz")
-        with track("lc0 selfplay", total=None, unit="games"):
-            written = lc0_selfplay(binary, weights.resolve(), args.games, args.visits, Path(args.out),
-                                   temperature=args.temperature,
-                                   openings=Path(args.openings).resolve() if args.openings else None)
-    from lc0distill.chunks.reader import read_chunk
-    from lc0distill.chunks.sources import ChunkSource
+        with track("lc0 selfplay", total=games, unit="games") as bar:
+            def on_game(chunk: Path, result: str | None) -> None:
+                nonlocal positions
+                positions += len(read_chunk(ChunkSource(str(chunk))).records)
+                if result in results:
+                    results[result] += 1
+                bar.update(bar.completed + 1, positions=positions)
 
-    positions = sum(len(read_chunk(ChunkSource(str(p))).records) for p in written)
-    return {"games": len(written), "positions": positions, "results": None}
+            written = lc0_selfplay(binary, weights.resolve(), games, args.visits, Path(args.out),
+                                   temperature=args.temperature, on_game=on_game,
+                                   openings=Path(args.openings).resolve() if args.openings else None)
+    return {"games": len(written), "positions": positions, "results": results}
+
+
+def _games_to_play(args: argparse.Namespace) -> tuple[int, int]:
+    """(games already in --out that count towards --games, games to play): --resume counts the finished games
+    a killed run left; without it --out is added to."""
+    if not args.resume:
+        return 0, args.games
+    folder = Path(args.out)
+    done = len(list(folder.glob("game_*.gz"))) if folder.is_dir() else 0
+    return min(done, args.games), max(0, args.games - done)
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
     started = time.perf_counter()
-    summary = _play_lc0(args) if args.engine == "lc0" else _play_in_process(args)
+    done, games = _games_to_play(args)
+    if games == 0:
+        summary = {"games": 0, "positions": 0, "results": None}
+    elif args.engine == "lc0":
+        summary = _play_lc0(args, games)
+    else:
+        summary = _play_in_process(args, games, seed=args.seed + done)  # a resumed run plays other games
     seconds = time.perf_counter() - started
-    summary = {"out": args.out, "engine": args.engine, **summary, "seconds": round(seconds, 2),
+    summary = {"out": args.out, "engine": args.engine, **summary, "already_there": done,
+               "seconds": round(seconds, 2),
                "positions_per_second": round(summary["positions"] / max(seconds, 1e-9), 1)}
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
@@ -130,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = summary["results"]
         told = (f" (+{results['1-0']} ={results['1/2-1/2']} -{results['0-1']} for White)" if results else "")
-        print(f"{summary['games']} games, {summary['positions']:,} positions{told} written to {args.out} in "
+        kept = f" ({done} were there already)" if args.resume else ""
+        print(f"{summary['games']} games, {summary['positions']:,} positions{told} written to {args.out}{kept} in "
               f"{seconds:.1f} s ({summary['positions_per_second']:,.0f} positions/s)")
     return 0

@@ -159,3 +159,51 @@ def test_data_play_with_lc0_writes_lc0s_own_chunks(capsys, tmp_path):
         _replay(game)
     records = read_chunk(str(sorted(out.glob("game_*.gz"))[0])).records
     assert (records["version"] == 6).all() and (records["visits"] > 0).all()  # searched: lc0's own records
+
+
+def test_a_killed_lc0_selfplay_keeps_its_finished_games_and_resume_plays_the_rest(capsys, tmp_path):
+    """Each game's chunk is moved into --out as lc0 finishes it: a kill keeps them whole, and --resume plays
+    only the games still missing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    try:
+        find_engine()
+    except EngineNotFound as error:
+        pytest.skip(f"the lc0 engine is not installed: {error}")
+    out = tmp_path / "lc0"
+    argv = ["data", "play", "--net", str(MAIA), "--games", "6", "--out", str(out), "--engine", "lc0", "--visits", "2"]
+    process = subprocess.Popen([sys.executable, "-m", "lc0distill", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("game_*.gz")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    os.killpg(process.pid, signal.SIGKILL)  # the command and its lc0
+    process.wait()
+    kept = sorted(out.glob("game_*.gz"))
+    assert 1 <= len(kept) < 6
+    assert all(len(read_chunk(str(chunk)).records) > 0 for chunk in kept)  # whole chunks only
+    code, summary, err = _run(capsys, *argv, "--resume", "--json")
+    assert code == 0, err
+    assert summary["already_there"] == len(kept) and summary["games"] == 6 - len(kept)
+    assert sum(summary["results"].values()) == summary["games"]
+    games = _games(capsys, out)
+    assert len(games) == 6
+    for game in games:
+        _replay(game)
+    code, summary, err = _run(capsys, *argv, "--resume", "--json")  # all there: nothing to play
+    assert code == 0 and summary["games"] == 0 and summary["already_there"] == 6, err
+
+
+def test_resume_counts_the_games_there_and_plays_other_ones(capsys, tmp_path):
+    folder = tmp_path / "games"
+    base = ["data", "play", "--net", MAIA, "--out", folder, "--max-plies", 20, "--runtime", "pytorch"]
+    assert _run(capsys, *base, "--games", 2)[0] == 0
+    code, summary, err = _run(capsys, *base, "--games", 3, "--resume", "--json")
+    assert code == 0 and summary["games"] == 1 and summary["already_there"] == 2, err
+    moves = [tuple(g["moves"]) for g in _games(capsys, folder)]
+    assert len(moves) == 3 and moves[2] not in moves[:2]  # another seed: not a replay of game 1
