@@ -65,6 +65,10 @@ def register(groups: argparse._SubParsersAction) -> None:
                         help="positions each net's nps is measured on (default %(default)s)")
     parser.add_argument("--nps-seconds", type=bounded_float(0.05, 600.0), default=1.0,
                         help="seconds of search on each (default %(default)s)")
+    parser.add_argument("--selfplay-games", type=int, default=4,
+                        help="lc0 self-play games of each net, for its positions/s (default %(default)s; 0: none)")
+    parser.add_argument("--selfplay-visits", type=positive_int, default=16,
+                        help="visits per move of those games (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print ladder.json's object at the end")
     parser.set_defaults(run=run)
 
@@ -73,6 +77,8 @@ def plan_of(args: argparse.Namespace) -> LadderPlan:
     for item in args.set:
         if "=" not in item:
             raise Lc0DistillError(f"--set {item}: KEY=VALUE is needed, e.g. train.steps=2000")
+    if args.selfplay_games < 0:
+        raise Lc0DistillError(f"--selfplay-games {args.selfplay_games}: 0 (none) or more")
     for games, flag in ((args.games, "--games"), (args.decisive_games, "--decisive-games")):
         if games % 2:
             raise Lc0DistillError(f"{flag} {games}: an even number (every opening is played twice, colours swapped)")
@@ -86,7 +92,8 @@ def plan_of(args: argparse.Namespace) -> LadderPlan:
         overrides=tuple(args.set), games=args.games, decisive_games=args.decisive_games,
         sprt=parse_sprt(args.sprt), engine_path=None if args.engine == "lc0" else args.engine,
         engine_options=options, optional_engine_options=frozenset(DEFAULT_ENGINE_OPTIONS) - given,
-        concurrency=args.concurrency, nps_positions=args.nps_positions, nps_seconds=args.nps_seconds)
+        concurrency=args.concurrency, nps_positions=args.nps_positions, nps_seconds=args.nps_seconds,
+        selfplay_games=args.selfplay_games, selfplay_visits=args.selfplay_visits)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,6 +101,8 @@ class LadderPlan:
     concurrency: int = 1
     nps_positions: int = 8
     nps_seconds: float = 1.0
+    selfplay_games: int = 4  # lc0 self-play of each net, for its positions/s (0: not measured)
+    selfplay_visits: int = 16
     held_out_positions: int = 10**9
 
     def rung_config(self, size: str) -> RunConfig:

@@ -13,7 +13,7 @@ from lc0distill.fileio import make_folder, write_atomic
 from lc0distill.ladder.games import pairing_row, play_teacher
 from lc0distill.ladder.plan import LadderPlan, Limit
 from lc0distill.ladder.rung import RUNG_FILE, STUDENT_FILE, build_rung, teacher_record
-from lc0distill.ladder.speed import lc0_nps
+from lc0distill.ladder.speed import lc0_nps, selfplay_rate
 from lc0distill.ladder.table import markdown, write_tables
 from lc0distill.progress import track
 
@@ -36,11 +36,16 @@ class Clock:
         return self.seconds
 
 
-def _with_nps(plan: LadderPlan, record: dict, net: Path, path: Path, log: Log) -> dict:
+def _with_speeds(plan: LadderPlan, record: dict, net: Path, path: Path, log: Log) -> dict:
+    """The net's nps in lc0 and its self-play positions/s, measured once (kept in `path`, the record's file)."""
     if record.get("nps") is None:
         log(f"{net.name}: nps in lc0 ({plan.nps_positions} positions x {plan.nps_seconds:g}s)")
         record["nps"] = lc0_nps(net, plan.engine_options, plan.nps_positions, plan.nps_seconds, plan.engine_path,
                                 plan.optional_engine_options)
+        write_atomic(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
+    if record.get("selfplay") is None and plan.selfplay_games:
+        log(f"{net.name}: lc0 self-play, {plan.selfplay_games} games at {plan.selfplay_visits} visits")
+        record["selfplay"] = selfplay_rate(net, plan.selfplay_games, plan.selfplay_visits, plan.engine_path)
         write_atomic(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
     return record
 
@@ -72,11 +77,11 @@ def _best_at(rows: dict, limit: str) -> str | None:
 def run_ladder(plan: LadderPlan, log: Log = print) -> dict:
     make_folder(plan.out, "ladder folder")
     clock = Clock(plan.out / "clock.json")
-    teacher = _with_nps(plan, teacher_record(plan, log), plan.teacher, plan.out / "teacher.json", log)
+    teacher = _with_speeds(plan, teacher_record(plan, log), plan.teacher, plan.out / "teacher.json", log)
     rungs = {}
     for size in plan.sizes:
         record = build_rung(plan, size, log)
-        rungs[size] = _with_nps(plan, record, plan.rung_dir(size) / STUDENT_FILE, plan.rung_dir(size) / RUNG_FILE,
+        rungs[size] = _with_speeds(plan, record, plan.rung_dir(size) / STUDENT_FILE, plan.rung_dir(size) / RUNG_FILE,
                                 log)
         clock.tick()
     rows: dict[str, dict] = {size: {} for size in plan.sizes}
@@ -98,19 +103,26 @@ def run_ladder(plan: LadderPlan, log: Log = print) -> dict:
     return result
 
 
+def _selfplay(record: dict) -> float | None:
+    return (record.get("selfplay") or {}).get("positions_per_second")
+
+
 def _result(plan: LadderPlan, teacher: dict, rungs: dict, rows: dict, seconds: float) -> dict:
     return {
         "teacher": {"path": teacher["path"], "size": teacher["size"], "parameters": teacher["parameters"],
-                    "held_out": teacher["held_out"], "nps": teacher["nps"]["nps"]},
+                    "held_out": teacher["held_out"], "nps": teacher["nps"]["nps"],
+                    "selfplay_positions_per_second": _selfplay(teacher)},
         "limits": [limit.label for limit in plan.limits],
         "rungs": [{"size": size, "parameters": rungs[size]["net"]["parameters"],
                    "train_positions_per_second": rungs[size]["trained"]["positions_per_second"],
                    "steps": rungs[size]["trained"]["steps"], "best_step": rungs[size]["trained"]["best_step"],
                    "held_out": rungs[size]["held_out"], "nps": rungs[size]["nps"]["nps"],
+                   "selfplay_positions_per_second": _selfplay(rungs[size]),
                    "net": str(plan.rung_dir(size) / STUDENT_FILE), "vs_teacher": rows[size]}
                   for size in plan.sizes],
         "games": {"every_pairing": plan.games, "decisive": plan.decisive_games,
                   "sprt": None if plan.sprt is None else vars(plan.sprt)},
+        "selfplay_visits": plan.selfplay_visits if plan.selfplay_games else None,
         "engine_options": plan.engine_options, "held_out": list(plan.held_out), "validation": list(plan.validation),
         "data": list(plan.data), "seconds": round(seconds, 1),
     }

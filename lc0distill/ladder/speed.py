@@ -35,3 +35,22 @@ def lc0_nps(net: str | Path, options: dict[str, str], positions: int, seconds: f
     return {"nps": statistics.median(measured) if measured else None, "per_position": measured,
             "positions": positions, "seconds": seconds, "engine": player.version,
             "options": {k: v for k, v in options.items() if k != "WeightsFile"}}
+
+
+def selfplay_rate(net: str | Path, games: int, visits: int, engine_path: str | None = None) -> dict:
+    """Positions/s of lc0's own self-play with the net (`games` games at `visits` visits per move, lc0's
+    defaults otherwise): what a rung costs as a data generator, e.g. for search-as-teacher data."""
+    import time
+
+    from lc0distill.chunks.reader import read_chunk
+    from lc0distill.selfplay.lc0_selfplay import lc0_selfplay
+
+    binary = find_engine(engine_path)
+    with tempfile.TemporaryDirectory(prefix="lc0distill-selfplay-rate-") as folder:
+        weights = lc0_weights_file(net, Path(folder) / "net.pb.gz")
+        started = time.perf_counter()
+        chunks = lc0_selfplay(binary, weights.resolve(), games, visits, Path(folder) / "games")
+        seconds = time.perf_counter() - started
+        positions = sum(len(read_chunk(str(chunk)).records) for chunk in chunks)
+    return {"positions_per_second": positions / seconds, "positions": positions, "games": len(chunks),
+            "visits": visits, "seconds": round(seconds, 2)}

@@ -33,18 +33,22 @@ def _number(value: float | None, digits: int) -> str:
 
 def markdown(result: dict) -> str:
     limits = result["limits"]
-    head = ["net", "parameters", "train pos/s", "held-out policy loss", "top-1", "lc0 nps",
+    selfplay = f"self-play pos/s ({result['selfplay_visits']} visits)" if result.get("selfplay_visits") else \
+        "self-play pos/s"
+    head = ["net", "parameters", "train pos/s", selfplay, "held-out policy loss", "top-1", "lc0 nps",
             *[f"Elo vs teacher, {limit}" for limit in limits]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     teacher = result["teacher"]
     lines.append("| " + " | ".join([f"teacher {teacher['size']}", f"{teacher['parameters']:,}", "-",
+                                    _number(teacher.get("selfplay_positions_per_second"), 0),
                                     _number(teacher["held_out"].get("policy_loss"), 4),
                                     _number(teacher["held_out"].get("top1_accuracy"), 3),
                                     _number(teacher.get("nps"), 0), *["0" for _ in limits]]) + " |")
     for rung in result["rungs"]:
         held = rung.get("held_out") or {}
         cells = [rung["size"], f"{rung['parameters']:,}" if rung.get("parameters") else "-",
-                 _number(rung.get("train_positions_per_second"), 0), _number(held.get("policy_loss"), 4),
+                 _number(rung.get("train_positions_per_second"), 0),
+                 _number(rung.get("selfplay_positions_per_second"), 0), _number(held.get("policy_loss"), 4),
                  _number(held.get("top1_accuracy"), 3), _number(rung.get("nps"), 0),
                  *[elo_cell(rung["vs_teacher"].get(limit)) for limit in limits]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -45,7 +45,7 @@ def _command(folder: Path, out: Path, *extra: str) -> list[str]:
     return ["ladder", "--teacher", str(TEACHER), "--sizes", "8x1,16x1", "--data", lists["train"],
             "--validation", lists["val"], "--held-out", lists["held"], "--out", str(out), "--nodes", "1",
             "--movetime", "30", "--games", "2", "--decisive-games", "4", "--nps-positions", "2",
-            "--nps-seconds", "0.1", *TINY, *extra]
+            "--nps-seconds", "0.1", "--selfplay-games", "1", "--selfplay-visits", "2", *TINY, *extra]
 
 
 def _needs_engine_and_artifacts():
@@ -90,8 +90,10 @@ def test_the_ladder_writes_its_table_from_the_games_it_played(ladder):
     assert [r["size"] for r in result["rungs"]] == ["8x1", "16x1"]
     assert result["limits"] == ["nodes=1", "movetime=30ms"]
     assert result["teacher"]["size"] == "64x6" and result["teacher"]["nps"] > 0
+    assert result["teacher"]["selfplay_positions_per_second"] > 0 and result["selfplay_visits"] == 2
     for rung in result["rungs"]:
         assert rung["parameters"] > 0 and rung["nps"] > 0 and rung["train_positions_per_second"] > 0
+        assert rung["selfplay_positions_per_second"] > 0
         assert 0 < rung["held_out"]["policy_loss"] < 10 and rung["held_out"]["positions"] > 0
         assert rung["steps"] == 6 and rung["best_step"] in (3, 6)
         name = "student"  # the student's name in the PGN: its file's stem
@@ -105,7 +107,8 @@ def test_the_ladder_writes_its_table_from_the_games_it_played(ladder):
     clock = sorted(r["vs_teacher"]["movetime=30ms"]["games"] for r in result["rungs"])
     assert clock == [2, 4]  # the best student at the clock only is taken to the decisive count
     table = (out / "ladder.md").read_text().splitlines()
-    assert table[0].startswith("| net | parameters | train pos/s | held-out policy loss | top-1 | lc0 nps |")
+    assert table[0].startswith("| net | parameters | train pos/s | self-play pos/s (2 visits) | held-out policy "
+                               "loss | top-1 | lc0 nps | Elo vs teacher, nodes=1 |")
     assert len(table) == 2 + 1 + 2  # head, rule, teacher, two rungs
     assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "ladder.json").read_text()) == result
@@ -118,7 +121,8 @@ def test_a_finished_ladder_run_again_trains_and_plays_nothing(ladder):
     done = subprocess.run([sys.executable, "-m", "lc0distill", *command], capture_output=True, text=True,
                           timeout=300, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "training" not in done.stderr and "nps in lc0" not in done.stderr
+    said = done.stderr.split("| net |")[0]  # what it did, before the table
+    assert "training" not in said and "nps in lc0" not in said and "self-play" not in said
     assert {p: p.stat().st_mtime_ns for p in before} == before
     again = json.loads(done.stdout)
     assert again["rungs"] == result["rungs"]
