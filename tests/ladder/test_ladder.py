@@ -40,12 +40,16 @@ def _lists(folder: Path) -> dict[str, str]:
     return {name: f"@{folder / f'{name}.txt'}" for name in parts}
 
 
-def _command(folder: Path, out: Path, *extra: str) -> list[str]:
+def _command(folder: Path, out: Path, *extra: str, measure: bool = True) -> list[str]:
+    """A ladder of two tiny students; `measure`: with a clock limit and self-play speeds (what the resume test
+    does not need)."""
     lists = _lists(folder)
+    measured = ["--movetime", "10", "--selfplay-games", "1", "--selfplay-visits", "2"] if measure else \
+        ["--selfplay-games", "0"]
     return ["ladder", "--teacher", str(TEACHER), "--sizes", "8x1,16x1", "--data", lists["train"],
             "--validation", lists["val"], "--held-out", lists["held"], "--out", str(out), "--nodes", "1",
-            "--movetime", "30", "--games", "2", "--decisive-games", "4", "--nps-positions", "2",
-            "--nps-seconds", "0.1", "--selfplay-games", "1", "--selfplay-visits", "2", *TINY, *extra]
+            "--games", "2", "--decisive-games", "4", "--nps-positions", "2", "--nps-seconds", "0.1", *measured,
+            *TINY, *extra]
 
 
 def _needs_engine_and_artifacts():
@@ -88,7 +92,7 @@ def ladder(tmp_path_factory):
 def test_the_ladder_writes_its_table_from_the_games_it_played(ladder):
     _, out, _, result, _ = ladder
     assert [r["size"] for r in result["rungs"]] == ["8x1", "16x1"]
-    assert result["limits"] == ["nodes=1", "movetime=30ms"]
+    assert result["limits"] == ["nodes=1", "movetime=10ms"]
     assert result["teacher"]["size"] == "64x6" and result["teacher"]["nps"] > 0
     assert result["teacher"]["selfplay_positions_per_second"] > 0 and result["selfplay_visits"] == 2
     for rung in result["rungs"]:
@@ -104,7 +108,7 @@ def test_the_ladder_writes_its_table_from_the_games_it_played(ladder):
             assert row["games"] == row["wins"] + row["draws"] + row["losses"]
     nodes_1 = [r["vs_teacher"]["nodes=1"]["games"] for r in result["rungs"]]
     assert nodes_1 == [4, 4]  # the decisive count at nodes 1
-    clock = sorted(r["vs_teacher"]["movetime=30ms"]["games"] for r in result["rungs"])
+    clock = sorted(r["vs_teacher"]["movetime=10ms"]["games"] for r in result["rungs"])
     assert clock == [2, 4]  # the best student at the clock only is taken to the decisive count
     table = (out / "ladder.md").read_text().splitlines()
     assert table[0].startswith("| net | parameters | train pos/s | self-play pos/s (2 visits) | held-out policy "
@@ -132,7 +136,7 @@ def test_a_finished_ladder_run_again_trains_and_plays_nothing(ladder):
 def test_a_killed_ladder_resumes_its_rung_and_keeps_the_finished_one(tmp_path):
     _needs_engine_and_artifacts()
     out = tmp_path / "out"
-    command = _command(tmp_path, out, "--set", "train.steps=60", "--set", "train.lr.total_steps=60")
+    command = _command(tmp_path, out, "--set", "train.steps=30", "--set", "train.lr.total_steps=30", measure=False)
     process = subprocess.Popen([sys.executable, "-m", "lc0distill", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, cwd=PROJECT_ROOT, start_new_session=True)
     second = out / "rungs" / "16x1" / "checkpoint.pt"
@@ -151,7 +155,7 @@ def test_a_killed_ladder_resumes_its_rung_and_keeps_the_finished_one(tmp_path):
     assert f"resuming {out / 'rungs' / '16x1'} at step" in done.stderr
     assert {p: p.read_bytes() for p in kept} == kept
     result = json.loads(done.stdout)
-    assert [r["steps"] for r in result["rungs"]] == [60, 60]
+    assert [r["steps"] for r in result["rungs"]] == [30, 30]
 
 
 def test_the_default_recipe_is_the_winning_recipe_file():
