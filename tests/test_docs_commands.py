@@ -238,3 +238,31 @@ def test_the_links_between_the_docs_lead_somewhere(path):
         assert linked.exists(), f"{path.relative_to(ROOT)}: {target} leads nowhere"
         if anchor:
             assert anchor in _anchors(linked), f"{path.relative_to(ROOT)}: {target}: no such heading"
+
+
+def test_every_command_says_what_it_does_and_every_default_in_its_help():
+    """`--help` says in one line what each command does and lists every flag with its default: a flag that has
+    one (not None: "not given") names it."""
+    import argparse
+
+    from lc0distill.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subcommands:
+            said = {choice.dest: choice.help for choice in subcommands[0]._choices_actions}
+            for name, sub in subcommands[0].choices.items():
+                if not said.get(name):  # the one line `--help` of the group shows beside it
+                    missing.append(f"{' '.join(path)} {name}: no one-line help")
+                walk(sub, [*path, name])
+            return
+        for action in parser._actions:
+            if not action.option_strings or action.required or action.default in (None, False, [], "==SUPPRESS=="):
+                continue
+            if "default" not in (action.help or ""):
+                missing.append(f"{' '.join(path)} {action.option_strings[-1]} (default {action.default!r})")
+
+    walk(build_parser(), ["lc0distill"])
+    assert missing == []

@@ -41,7 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="the chunk folder (added to)")
     parser.add_argument("--input-format", type=int, default=None,
                         help="for PGN games: the planes' input format (default: the teacher's)")
-    parser.add_argument("--batch-size", type=positive_int, default=1024)
+    parser.add_argument("--batch-size", type=positive_int, default=1024,
+                        help="positions per teacher forward pass (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print a summary as one JSON object")
     parser.set_defaults(run=run)

@@ -46,7 +46,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     export.add_argument("--check-positions", type=positive_int,
                         help=f"positions to check on (default {DEFAULT_POSITIONS})")
     export.add_argument("--input-format", type=input_format, help="input format of a raw .onnx that does not say it")
-    export.add_argument("--license", default="", help="license text stored in .pb.gz files")
+    export.add_argument("--license", default="", help="license text stored in .pb.gz files (default: none)")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(run=run_export)
 

@@ -66,7 +66,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.add_argument("--move-timeout", type=float, default=60.0, metavar="S",
                         help="an lc0 that has not answered this long after its move's time is a failure "
                              "(default %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="PyTorch/onnxruntime threads for --engine policy")
+    parser.add_argument("--threads", type=int, default=0, help="PyTorch/onnxruntime threads for --engine policy "
+                                                                "(default %(default)s: the library's default)")
     parser.add_argument("--runtime", choices=("onnxruntime", "pytorch"), default="onnxruntime",
                         help="what runs the nets for --engine policy (default %(default)s: 2-2.5x faster than "
                              "PyTorch on a CPU at the small batches of a match)")

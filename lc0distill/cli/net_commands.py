@@ -78,7 +78,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     check.add_argument("--tolerance", type=non_negative_float, default=DEFAULT_TOLERANCE,
                        help=f"largest accepted difference (default {DEFAULT_TOLERANCE:g}; moves-left relative to "
                             f"max(1, plies))")
-    check.add_argument("--backend", choices=("blas", "eigen"), default=DEFAULT_BACKEND, help="lc0's backend")
+    check.add_argument("--backend", choices=("blas", "eigen"), default=DEFAULT_BACKEND,
+                       help="lc0's backend (default %(default)s)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(run=run_check)
 

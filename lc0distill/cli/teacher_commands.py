@@ -42,7 +42,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     cache.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto",
                        help="the log-probabilities' type; auto (default): float16 when it moves the policy loss "
                             "by less than 1e-3 on the first 4,096 positions, else float32")
-    cache.add_argument("--batch-size", type=positive_int, default=512)
+    cache.add_argument("--batch-size", type=positive_int, default=512,
+                       help="positions per teacher forward pass (default %(default)s)")
     cache.add_argument("--workers", type=int, default=1, help="loader processes (default %(default)s)")
     cache.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     cache.add_argument("--json", action="store_true", help="print the manifest's summary as one JSON object")

@@ -50,7 +50,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--positions", type=positive_int, default=50000, help="at most this many (default %(default)s)")
     evaluate.add_argument("--sample-rate", type=positive_int, default=1,
                           help="keep 1 record in N, of chunks and shard blocks alike (default: all)")
-    evaluate.add_argument("--batch-size", type=positive_int, default=512)
+    evaluate.add_argument("--batch-size", type=positive_int, default=512,
+                          help="positions per forward pass (default %(default)s)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=run_evaluate)
 
