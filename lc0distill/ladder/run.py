@@ -1,6 +1,7 @@
-"""The ladder from start to end: the teacher's row, each rung (trained, exported, scored, timed in lc0), then
-the matches limit by limit, and the best student at each clock given the decisive number of games. Every stage
-is kept as it completes (rung.json, the matches' PGNs), so a killed ladder continues where it stopped."""
+"""The ladder from start to end: the teacher's row, then rung by rung (trained, exported, scored, timed in lc0,
+played against the teacher at each limit), then the best student at each clock given the decisive number of
+games. Every stage is kept as it completes (rung.json, the matches' PGNs), so a killed ladder continues where
+it stopped."""
 
 from __future__ import annotations
 
@@ -78,16 +79,15 @@ def run_ladder(plan: LadderPlan, log: Log = print) -> dict:
     make_folder(plan.out, "ladder folder")
     clock = Clock(plan.out / "clock.json")
     teacher = _with_speeds(plan, teacher_record(plan, log), plan.teacher, plan.out / "teacher.json", log)
-    rungs = {}
-    for size in plan.sizes:
+    rungs, rows = {}, {}
+    for size in plan.sizes:  # rung by rung: a ladder stopped half way has whole rows
         record = build_rung(plan, size, log)
-        rungs[size] = _with_speeds(plan, record, plan.rung_dir(size) / STUDENT_FILE, plan.rung_dir(size) / RUNG_FILE,
-                                log)
+        rungs[size] = _with_speeds(plan, record, plan.rung_dir(size) / STUDENT_FILE,
+                                   plan.rung_dir(size) / RUNG_FILE, log)
         clock.tick()
-    rows: dict[str, dict] = {size: {} for size in plan.sizes}
-    for limit in plan.limits:
-        decisive = limit.uci.nodes == 1
-        for size in plan.sizes:
+        rows[size] = {}
+        for limit in plan.limits:
+            decisive = limit.uci.nodes == 1
             games = plan.decisive_games if decisive else plan.games
             rows[size][limit.label] = _play(plan, size, limit, games, use_sprt=not decisive)
             clock.tick()
