@@ -82,9 +82,10 @@ def build_rung(plan: LadderPlan, size: str, log: Callable[[str], None]) -> dict:
         write_net(net, net_path, training_steps=record["trained"]["steps"])
         record["net"] = {"file": STUDENT_FILE, "from": best.name, "parameters": parameters(net)}
         _write(folder / RUNG_FILE, record)
-    if "held_out" not in record:
+    if "held_out" not in record or record.get("held_out_paths") != list(plan.held_out):  # scored on these games
         log(f"rung {size}: scoring on the held-out games")
         record["held_out"] = held_out_metrics(load_net(net_path), plan.held_out, plan.held_out_positions)
+        record["held_out_paths"] = list(plan.held_out)
         _write(folder / RUNG_FILE, record)
     return record
 
@@ -93,11 +94,13 @@ def teacher_record(plan: LadderPlan, log: Callable[[str], None]) -> dict:
     """The teacher's own row: its size and held-out metrics (out/teacher.json)."""
     path = plan.out / "teacher.json"
     record = _read(path)
-    if record.get("path") != str(plan.teacher):
+    if record.get("path") != str(plan.teacher):  # another teacher: nothing measured of it yet
+        record = {}
+    if record.get("held_out_paths") != list(plan.held_out):
         net = load_net(plan.teacher)
         log("teacher: scoring on the held-out games")
-        record = {"path": str(plan.teacher), "size": f"{net.config.filters}x{net.config.blocks}",
-                  "parameters": parameters(net), "held_out": held_out_metrics(net, plan.held_out,
-                                                                              plan.held_out_positions)}
+        record.update({"path": str(plan.teacher), "size": f"{net.config.filters}x{net.config.blocks}",
+                       "parameters": parameters(net), "held_out_paths": list(plan.held_out),
+                       "held_out": held_out_metrics(net, plan.held_out, plan.held_out_positions)})
         _write(path, record)
     return record

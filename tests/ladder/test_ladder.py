@@ -126,10 +126,27 @@ def test_a_finished_ladder_run_again_trains_and_plays_nothing(ladder):
                           timeout=300, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     said = done.stderr.split("| net |")[0]  # what it did, before the table
-    assert "training" not in said and "nps in lc0" not in said and "self-play" not in said
+    assert "training" not in said and "nps in lc0" not in said and "self-play" not in said and "scoring" not in said
     assert {p: p.stat().st_mtime_ns for p in before} == before
     again = json.loads(done.stdout)
     assert again["rungs"] == result["rungs"]
+
+
+@pytest.mark.engine
+def test_other_held_out_games_are_scored_again_and_nothing_else(ladder):
+    folder, out, command, result, _ = ladder
+    other = command[command.index("--held-out") + 1].replace("held.txt", "val.txt")
+    command = [*command[:command.index("--held-out") + 1], other, *command[command.index("--held-out") + 2:]]
+    done = subprocess.run([sys.executable, "-m", "lc0distill", *command], capture_output=True, text=True,
+                          timeout=300, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stderr.split("| net |")[0]
+    assert said.count("scoring on the held-out games") == 3  # the teacher and both rungs
+    assert "training" not in said and "nps in lc0" not in said
+    again = json.loads(done.stdout)
+    assert again["teacher"]["nps"] == result["teacher"]["nps"]  # kept, not measured again
+    for before, after in zip(result["rungs"], again["rungs"]):
+        assert after["held_out"] != before["held_out"] and after["vs_teacher"] == before["vs_teacher"]
 
 
 @pytest.mark.engine
