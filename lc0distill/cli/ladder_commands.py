@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lc0distill.cli.arguments import bounded_float, positive_int
-from lc0distill.cli.match_commands import parse_engine_options, parse_sprt
+from lc0distill.cli.match_commands import optional_engine_options, parse_engine_options, parse_sprt
 from lc0distill.errors import Lc0DistillError
 from lc0distill.ladder.plan import LadderPlan, parse_limits, parse_sizes
 from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS
@@ -82,8 +82,6 @@ def plan_of(args: argparse.Namespace) -> LadderPlan:
     for games, flag in ((args.games, "--games"), (args.decisive_games, "--decisive-games")):
         if games % 2:
             raise Lc0DistillError(f"{flag} {games}: an even number (every opening is played twice, colours swapped)")
-    options = parse_engine_options(args.engine_option)
-    given = {item.partition("=")[0].strip() for item in args.engine_option}
     return LadderPlan(
         teacher=Path(args.teacher).resolve(), sizes=parse_sizes(args.sizes), data=tuple(args.data),
         held_out=tuple(args.held_out), out=args.out.resolve(),
@@ -91,7 +89,8 @@ def plan_of(args: argparse.Namespace) -> LadderPlan:
         teacher_cache=args.teacher_cache, recipe=Path(args.config) if args.config else None,
         overrides=tuple(args.set), games=args.games, decisive_games=args.decisive_games,
         sprt=parse_sprt(args.sprt), engine_path=None if args.engine == "lc0" else args.engine,
-        engine_options=options, optional_engine_options=frozenset(DEFAULT_ENGINE_OPTIONS) - given,
+        engine_options=parse_engine_options(args.engine_option),
+        optional_engine_options=optional_engine_options(args.engine_option),
         concurrency=args.concurrency, nps_positions=args.nps_positions, nps_seconds=args.nps_seconds,
         selfplay_games=args.selfplay_games, selfplay_visits=args.selfplay_visits)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from lc0distill.errors import Lc0DistillError
 from lc0distill.match.game import Adjudication
 from lc0distill.match.match import MatchOptions, Sprt, net_names, run_match
 from lc0distill.match.openings import builtin_openings, read_openings
-from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits
+from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits, clock_limits
 from lc0distill.match.report import live_status, summary, text_report
 from lc0distill.progress import track
 
@@ -103,10 +102,7 @@ def _limits(args: argparse.Namespace) -> UciLimits:
     if args.movetime is not None:
         return UciLimits(movetime=args.movetime / 1000)
     if args.tc is not None:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:\+\s*(\d+(?:\.\d+)?))?\s*", args.tc)
-        if not match or float(match.group(1)) <= 0:
-            raise Lc0DistillError(f"--tc {args.tc}: BASE+INC in seconds is needed, e.g. 10+0.1")
-        return UciLimits(base=float(match.group(1)), increment=float(match.group(2) or 0))
+        return clock_limits(args.tc)
     return UciLimits(nodes=args.nodes or 1)
 
 
@@ -147,6 +143,11 @@ def parse_engine_options(items: list[str]) -> dict[str, str]:
     return options
 
 
+def optional_engine_options(items: list[str]) -> frozenset[str]:
+    """Our default options the user did not set: left out for an lc0 that lacks them."""
+    return frozenset(DEFAULT_ENGINE_OPTIONS) - {item.partition("=")[0].strip() for item in items}
+
+
 def match_options(args: argparse.Namespace) -> MatchOptions:
     if args.resume and not args.pgn:
         raise Lc0DistillError("--resume continues the match in a --pgn file: name it")
@@ -159,7 +160,7 @@ def match_options(args: argparse.Namespace) -> MatchOptions:
         pgn=Path(args.pgn) if args.pgn else None, resume=args.resume,
         engine_path=None if args.engine in ("lc0", "policy") else args.engine,
         engine_options=parse_engine_options(args.engine_option),
-        optional_engine_options=frozenset(DEFAULT_ENGINE_OPTIONS) - {i.partition("=")[0].strip() for i in args.engine_option},
+        optional_engine_options=optional_engine_options(args.engine_option),
         move_timeout=args.move_timeout, threads=args.threads,
         runtime=args.runtime)
 

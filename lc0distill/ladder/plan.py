@@ -12,7 +12,7 @@ from pathlib import Path
 from lc0distill.config import RunConfig, dump_config, load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.match.match import Sprt
-from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits
+from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS, UciLimits, clock_limits
 
 # The equal-terms winner (configs/distil-teacher-played.yaml, docs/distillation.md): Hinton's KL at T = 2,
 # teacher weight 1 on policy and value, SGD with a cosine rate over 4,500 steps of 256, best.pt picked on the
@@ -59,10 +59,7 @@ def parse_limits(nodes: str | None, movetime: int | None, tc: str | None) -> tup
     if movetime is not None:
         limits.append(Limit(UciLimits(movetime=movetime / 1000)))
     if tc is not None:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:\+\s*(\d+(?:\.\d+)?))?\s*", tc)
-        if not match or float(match.group(1)) <= 0:
-            raise Lc0DistillError(f"--tc {tc}: BASE+INC in seconds is needed, e.g. 10+0.1")
-        limits.append(Limit(UciLimits(base=float(match.group(1)), increment=float(match.group(2) or 0))))
+        limits.append(Limit(clock_limits(tc)))
     if len({limit.label for limit in limits}) != len(limits):
         raise Lc0DistillError(f"--nodes {nodes}: a node count given twice")
     if not limits:

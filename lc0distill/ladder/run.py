@@ -5,12 +5,11 @@ it stopped."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
-from lc0distill.fileio import make_folder, write_atomic
+from lc0distill.fileio import make_folder, read_json, write_json
 from lc0distill.ladder.games import pairing_row, play_teacher
 from lc0distill.ladder.plan import LadderPlan, Limit
 from lc0distill.ladder.rung import RUNG_FILE, STUDENT_FILE, build_rung, teacher_record
@@ -26,14 +25,14 @@ class Clock:
 
     def __init__(self, path: Path):
         self.path = path
-        self.seconds = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+        self.seconds = read_json(path).get("seconds", 0.0)
         self.mark = time.perf_counter()
 
     def tick(self) -> float:
         now = time.perf_counter()
         self.seconds += now - self.mark
         self.mark = now
-        write_atomic(self.path, (json.dumps({"seconds": round(self.seconds, 1)}) + "\n").encode())
+        write_json(self.path, {"seconds": round(self.seconds, 1)})
         return self.seconds
 
 
@@ -43,11 +42,11 @@ def _with_speeds(plan: LadderPlan, record: dict, net: Path, path: Path, log: Log
         log(f"{net.name}: nps in lc0 ({plan.nps_positions} positions x {plan.nps_seconds:g}s)")
         record["nps"] = lc0_nps(net, plan.engine_options, plan.nps_positions, plan.nps_seconds, plan.engine_path,
                                 plan.optional_engine_options)
-        write_atomic(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
+        write_json(path, record)
     if record.get("selfplay") is None and plan.selfplay_games:
         log(f"{net.name}: lc0 self-play, {plan.selfplay_games} games at {plan.selfplay_visits} visits")
         record["selfplay"] = selfplay_rate(net, plan.selfplay_games, plan.selfplay_visits, plan.engine_path)
-        write_atomic(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
+        write_json(path, record)
     return record
 
 
@@ -60,11 +59,11 @@ def _play(plan: LadderPlan, size: str, limit: Limit, games: int, use_sprt: bool)
                               lambda done: bar.update(done))
         bar.update(report["games"])  # the games resumed from the PGN too
     row, kept = pairing_row(report), pgn.with_suffix(".json")
-    before = json.loads(kept.read_text()) if kept.is_file() else {}
+    before = read_json(kept)
     for speed in ("student_nps", "teacher_nps"):  # a resumed match with nothing left to play measured none
         if row[speed] is None:
             row[speed] = before.get(speed)
-    write_atomic(kept, (json.dumps(row, indent=1, allow_nan=False) + "\n").encode())
+    write_json(kept, row)
     return row
 
 

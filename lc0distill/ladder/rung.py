@@ -4,7 +4,6 @@ What is done is kept in RUNG/rung.json, keyed by the recipe's digest."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,7 +13,7 @@ import torch
 from lc0distill.chunks.config import DataConfig, make_loader
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
-from lc0distill.fileio import read_records, write_atomic
+from lc0distill.fileio import read_json, read_records, write_json
 from lc0distill.ladder.plan import LadderPlan, config_digest
 from lc0distill.lc0.weights import write_net
 from lc0distill.models.net import SEResNet
@@ -40,14 +39,6 @@ def held_out_metrics(net, paths: tuple[str, ...], positions: int) -> dict:
         return evaluate_net(net, iter(loader), positions, name=str(getattr(net, "name", "the net")))
 
 
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write(path: Path, record: dict) -> None:
-    write_atomic(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
-
-
 def _train_rate(run_dir: Path) -> float | None:
     """Positions/s over the run's logged windows (every session of a resumed run)."""
     rates = [r["positions_per_second"] for r in read_records(run_dir / "metrics.jsonl", "train")
@@ -62,7 +53,7 @@ def build_rung(plan: LadderPlan, size: str, log: Callable[[str], None]) -> dict:
     config = plan.rung_config(size)
     folder = plan.rung_dir(size)
     digest = config_digest(config)
-    record = _read(folder / RUNG_FILE)
+    record = read_json(folder / RUNG_FILE)
     if record and record.get("recipe") != digest:
         raise Lc0DistillError(f"{folder}: trained with another recipe (digest {record.get('recipe')}, now {digest}): "
                               f"give another --out, or delete the folder to train it again")
@@ -70,30 +61,30 @@ def build_rung(plan: LadderPlan, size: str, log: Callable[[str], None]) -> dict:
         log(f"rung {size}: training ({config.train.steps:,} steps)")
         started = time.perf_counter()
         result = train(config, log=log)
-        kept = _read(folder / "best.json")
+        kept = read_json(folder / "best.json")
         record = {"size": size, "recipe": digest, "trained": {
             "steps": result.steps, "seconds_this_session": round(time.perf_counter() - started, 1),
             "positions_per_second": _train_rate(folder), "best_step": kept.get("step")}}
-        _write(folder / RUNG_FILE, record)
+        write_json(folder / RUNG_FILE, record)
     net_path = folder / STUDENT_FILE
     if "net" not in record:
         best = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "final.pt"
         net = load_net(best)
         write_net(net, net_path, training_steps=record["trained"]["steps"])
         record["net"] = {"file": STUDENT_FILE, "from": best.name, "parameters": parameters(net)}
-        _write(folder / RUNG_FILE, record)
+        write_json(folder / RUNG_FILE, record)
     if "held_out" not in record or record.get("held_out_paths") != list(plan.held_out):  # scored on these games
         log(f"rung {size}: scoring on the held-out games")
         record["held_out"] = held_out_metrics(load_net(net_path), plan.held_out, plan.held_out_positions)
         record["held_out_paths"] = list(plan.held_out)
-        _write(folder / RUNG_FILE, record)
+        write_json(folder / RUNG_FILE, record)
     return record
 
 
 def teacher_record(plan: LadderPlan, log: Callable[[str], None]) -> dict:
     """The teacher's own row: its size and held-out metrics (out/teacher.json)."""
     path = plan.out / "teacher.json"
-    record = _read(path)
+    record = read_json(path)
     if record.get("path") != str(plan.teacher):  # another teacher: nothing measured of it yet
         record = {}
     if record.get("held_out_paths") != list(plan.held_out):
@@ -102,5 +93,5 @@ def teacher_record(plan: LadderPlan, log: Callable[[str], None]) -> dict:
         record.update({"path": str(plan.teacher), "size": f"{net.config.filters}x{net.config.blocks}",
                        "parameters": parameters(net), "held_out_paths": list(plan.held_out),
                        "held_out": held_out_metrics(net, plan.held_out, plan.held_out_positions)})
-        _write(path, record)
+        write_json(path, record)
     return record

@@ -4,9 +4,8 @@ top-1, lc0 nps, Elo against the teacher at each limit with its 95% interval) and
 from __future__ import annotations
 
 import io
-import json
 
-from lc0distill.fileio import write_atomic
+from lc0distill.fileio import write_atomic, write_json
 
 
 UNBOUNDED = 800  # where the PNG marks a pairing with every game lost (or won)
@@ -97,6 +96,6 @@ def png(result: dict) -> bytes:
 
 
 def write_tables(result: dict, out) -> None:
-    write_atomic(out / "ladder.json", (json.dumps(result, indent=1, allow_nan=False) + "\n").encode())
+    write_json(out / "ladder.json", result)
     write_atomic(out / "ladder.md", (markdown(result) + "\n").encode())
     write_atomic(out / "ladder.png", png(result))

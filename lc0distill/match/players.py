@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import time
 import weakref
 from collections import deque
@@ -150,6 +151,14 @@ class UciLimits:
         if self.movetime is not None:
             return f"1/{self.movetime:g}"
         return "-"
+
+
+def clock_limits(tc: str) -> UciLimits:
+    """--tc BASE+INC: seconds on the clock, plus an increment per move (INC may be left out)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:\+\s*(\d+(?:\.\d+)?))?\s*", tc)
+    if not match or float(match.group(1)) <= 0:
+        raise Lc0DistillError(f"--tc {tc}: BASE+INC in seconds is needed, e.g. 10+0.1")
+    return UciLimits(base=float(match.group(1)), increment=float(match.group(2) or 0))
 
 
 class UciPlayer:

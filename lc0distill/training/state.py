@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from lc0distill.checkpoint import LATEST, restore_rng, rng_state, save_checkpoin
 from lc0distill.config import RunConfig
 from lc0distill.distill.teachers import SnapshotTeacher
 from lc0distill.errors import Lc0DistillError
-from lc0distill.fileio import write_atomic
+from lc0distill.fileio import write_json
 from lc0distill.guard import NonFiniteGuard, NonFiniteRunError, all_finite
 from lc0distill.models.net import SEResNet
 from lc0distill.models.store import net_state, save_model
@@ -131,4 +130,4 @@ class RunState:
         save_model(net, run_dir / "best.pt")
         self.best = {"step": self.step, "policy_loss": loss}
         kept = {"step": self.step, "metrics": metrics, "data_digest": self.data_digest}
-        write_atomic(run_dir / "best.json", (json.dumps(kept, indent=1, allow_nan=False) + "\n").encode())
+        write_json(run_dir / "best.json", kept)
