@@ -49,7 +49,7 @@ from lc0distill.training.setup import (
     set_batch_norm_momentum,
 )
 from lc0distill.training.state import NO_DATA_DIGEST, SWA, DataStream, RunState, chain_digest
-from lc0distill.training.step import StepTrainer, autocast
+from lc0distill.training.step import StepTrainer
 from lc0distill.training.teaching import Teaching, build_teacher
 
 # what other modules (pbt, tools, tests) import from here
@@ -157,9 +157,6 @@ class Run:
     def train_step(self, batch: Batch) -> L.LossReport | None:
         return self.stepper.train_step(batch)
 
-    def autocast(self):
-        return autocast(self.config, self.device)
-
     def schedules_at(self, step: int) -> tuple[float, float]:
         return self.teaching.schedules_at(step)
 
@@ -173,9 +170,6 @@ class Run:
         """Write the checkpoint (rank 0); never one with a non-finite weight (the previous checkpoint stays)."""
         if self.rank == 0:
             self.state.save(self.config, self.run_dir)
-
-    def final_net(self) -> SEResNet:
-        return self.state.final_net()
 
     def evaluate(self) -> dict:
         net = self.state.final_net()
