@@ -158,6 +158,10 @@ class LossConfig(_Section):
     value_weight: float = Field(1.0, ge=0.0)
     moves_left_weight: float = Field(1.0, ge=0.0, description="used when the student has a moves-left head")
     q_ratio: float = Field(0.0, ge=0.0, le=1.0, description="value target = q_ratio * q + (1 - q_ratio) * z")
+    search_policy_temperature: float = Field(
+        1.0, gt=0.0, le=10.0, description="the data's policy target as p^(1/T), renormalised over the moves it "
+                                          "gives a share: T < 1 sharpens a search's visits towards the move it "
+                                          "chose (1: as recorded)")
     value_loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     mask_illegal: bool = Field(True, description="softmax over legal moves only")
     policy_distill: Literal["kl", "nll", "mse"] = Field("kl", description="kl: KL at temperature T; nll: the "

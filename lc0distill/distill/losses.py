@@ -60,6 +60,16 @@ def policy_cross_entropy(logits: torch.Tensor, target: torch.Tensor, legal: torc
     return -(target.float() * log_p).sum(dim=1).mean()
 
 
+def tempered_target(target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, N) target^(1/T) renormalised per row: a visit distribution sharpened (T < 1) or flattened (T > 1);
+    entries at 0 (unvisited or illegal) stay 0. Computed in logs so a small T does not underflow a row."""
+    if temperature == 1.0:
+        return target
+    target = target.float()
+    logs = torch.where(target > 0, target.clamp_min(1e-38).log() / temperature, torch.full_like(target, -torch.inf))
+    return torch.softmax(logs, dim=1).nan_to_num(0.0)  # an all-zero row stays all zero
+
+
 KL_FORMS = ("hinton", "lczero")
 
 

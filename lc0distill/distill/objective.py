@@ -50,7 +50,8 @@ def teacher_shares(out: NetOutput, teacher: TeacherOutput | None, config: "LossC
 
 def _data_parts(out: NetOutput, batch: Batch, config: "LossConfig", taught: Shares):
     """(parts, weights) of the data targets, each head counted 1 minus the teacher's share of it."""
-    parts = {"policy": L.policy_cross_entropy(out.policy_logits, batch.policy, batch.legal, config.mask_illegal)}
+    policy = L.tempered_target(batch.policy, config.search_policy_temperature)
+    parts = {"policy": L.policy_cross_entropy(out.policy_logits, policy, batch.legal, config.mask_illegal)}
     weights = {"policy": (1 - taught.policy) * config.policy_weight}
     target = L.blend_value_target(batch.z, batch.q, config.q_ratio)
     if out.wdl_logits is not None:

@@ -217,3 +217,18 @@ def test_the_batch_size_is_the_global_batch_under_ddp():
     assert rank_batch_size(1024, 1) == 1024 and rank_batch_size(1024, 4) == 256
     with pytest.raises(Lc0DistillError, match="multiple of 3"):
         rank_batch_size(1024, 3)
+
+
+@pytest.mark.parametrize("temperature", [0.25, 1.0, 3.0])
+def test_the_search_policy_temperature_reshapes_only_the_datas_policy_target(temperature):
+    """loss.search_policy_temperature T: the policy part is the cross-entropy against p^(1/T) / sum p^(1/T)
+    (numpy, float64); the value part and the teacher's part are untouched."""
+    batch = _batch()
+    student, teacher = _outputs(2, moves_left=False)
+    config = LossConfig(search_policy_temperature=temperature)
+    parts = loss_parts(student, batch, teacher, config, 0.0, temp=1.0).parts
+    target = _np(batch.policy) ** (1 / temperature)
+    target /= target.sum(axis=1, keepdims=True)
+    expected = ref_policy_ce(student.policy_logits, torch.from_numpy(target), batch.legal)
+    assert parts["policy"].item() == pytest.approx(expected, rel=1e-5)
+    assert parts["value"].item() == pytest.approx(ref_wdl_ce(student.wdl_logits, batch.z), rel=1e-5)

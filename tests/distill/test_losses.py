@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lc0distill.distill.losses import (
+    tempered_target,
     blend_value_target,
     mixture_log_probs,
     moves_left_huber,
@@ -475,3 +476,18 @@ def test_cuda_matches_cpu(x):
     for name, value in cuda.items():
         assert value.is_cuda, name
         torch.testing.assert_close(value.cpu(), cpu[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_a_search_policy_sharpened_by_hand():
+    """(0.5, 0.3, 0.2) at T = 0.5 is (0.25, 0.09, 0.04) / 0.38; unvisited and illegal entries stay 0, an empty
+    row stays empty, and T = 1 is the target itself."""
+    target = torch.tensor([[0.5, 0.3, 0.2, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    sharp = tempered_target(target, 0.5)
+    assert torch.allclose(sharp[0], torch.tensor([0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38, 0.0, 0.0]), atol=1e-6)
+    assert torch.equal(sharp[1], torch.zeros(5))
+    flat = tempered_target(target, 2.0)[0]
+    roots = [math.sqrt(0.5), math.sqrt(0.3), math.sqrt(0.2)]
+    assert torch.allclose(flat[:3], torch.tensor(roots) / sum(roots), atol=1e-6)
+    assert tempered_target(target, 1.0) is target
+    tiny = tempered_target(torch.tensor([[0.6, 0.4]]), 0.01)  # 0.4/0.6 to the 100th: no underflow to NaN
+    assert torch.allclose(tiny, torch.tensor([[1.0, (0.4 / 0.6) ** 100]]), atol=1e-6)
