@@ -188,6 +188,9 @@ class TrainConfig(_Section):
                                        "batch-norm statistics (lczero-training's Keras momentum 0.99 is 0.01 here); "
                                        "0 freezes them, so a net fine-tuned at lr 0 stays exactly the net it started "
                                        "from")
+    freeze_batch_norm: bool = Field(False, description="batch norm normalises with its running statistics and "
+                                    "keeps them (its scales and offsets still train): for a finished net trained "
+                                    "further on other data, whose statistics were measured on its own")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: Nesterov momentum, lc0's default")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)

@@ -46,6 +46,16 @@ def set_batch_norm_momentum(model: torch.nn.Module, momentum: float) -> None:
             module.momentum = momentum
 
 
+def set_train_mode(model: torch.nn.Module, freeze_batch_norm: bool) -> None:
+    """model.train(); with freeze_batch_norm its batch-norm layers stay in eval mode (running statistics used
+    and kept)."""
+    model.train()
+    if freeze_batch_norm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Weight decay on conv and dense weights only (lczero's L2 on kernels), not on BN or biases."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]

@@ -27,6 +27,7 @@ from lc0distill.guard import (
     restore_batch_norm,
 )
 from lc0distill.training.data import RunData
+from lc0distill.training.setup import set_train_mode
 from lc0distill.training.state import RunState
 from lc0distill.training.teaching import Teaching
 
@@ -58,7 +59,7 @@ class StepTrainer:
         planes = batch.planes
         if config.train.channels_last:
             planes = planes.contiguous(memory_format=torch.channels_last)
-        student.train()
+        set_train_mode(student, config.train.freeze_batch_norm)
         statistics = batch_norm_state(student)
         with autocast(config, self.device):
             taught = self.teaching.teach(batch, planes, alpha, state.step)

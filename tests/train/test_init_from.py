@@ -93,3 +93,20 @@ def test_the_resolved_config_keeps_init_from_under_net(tmp_path, selfplay_dir, n
     assert "init_from:" in text and "net_init" not in text
     (tmp_path / "again.yaml").write_text(text)
     assert load_config(tmp_path / "again.yaml") == config
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_batch_norm_keeps_maias_statistics_while_the_weights_train(selfplay_dir, nets_dir, tmp_path, freeze):
+    """train.freeze_batch_norm: maia's running means and variances stay exactly its own at lr > 0 while its
+    convolutions move; without it three batches at the default momentum move them."""
+    maia_path = nets_dir / "maia-1900.pb.gz"
+    config = _config(selfplay_dir, tmp_path / "run", f"net.init_from={maia_path}", "train.steps=3",
+                     "train.lr.lr=0.01", f"train.freeze_batch_norm={str(freeze).lower()}")
+    train(config, log=lambda line: None)
+    final, maia = load_model(tmp_path / "run" / "final.pt").state_dict(), read_net(maia_path).state_dict()
+    statistics = [name for name in maia if name.endswith(("running_mean", "running_var"))]
+    assert statistics
+    kept = [torch.equal(final[name], maia[name]) for name in statistics]
+    assert all(kept) if freeze else not any(kept)
+    convolutions = [name for name, tensor in maia.items() if tensor.ndim == 4]
+    assert not any(torch.equal(final[name], maia[name]) for name in convolutions)
