@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -55,6 +56,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="policy: in-process (default); lc0: the lc0 engine's selfplay")
     parser.add_argument("--visits", type=positive_int, default=800, help="--engine lc0: visits per move "
                                                                           "(default %(default)s)")
+    parser.add_argument("--selfplay-option", metavar="KEY=VALUE", action="append", default=[],
+                        help="--engine lc0: an lc0 selfplay option, repeatable (e.g. noise-epsilon=0 for search "
+                             "policies without lc0's default root noise of 0.25, parallelism=4)")
     parser.add_argument("--engine-path", metavar="PATH", help="--engine lc0: the lc0 binary (default: found as "
                                                               "`lc0distill engine where` finds it)")
     parser.add_argument("--resume", action="store_true",
@@ -74,6 +78,12 @@ def _check(args: argparse.Namespace) -> None:
     next_chunk_index(args.out)  # --out must be a folder, or not exist yet
     if not Path(args.net).exists():
         raise Lc0DistillError(f"{args.net}: no such net file")
+    for option in args.selfplay_option:
+        if args.engine != "lc0":
+            raise Lc0DistillError("--selfplay-option is for --engine lc0")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*=\S+", option):
+            raise Lc0DistillError(f"--selfplay-option {option}: KEY=VALUE with an lc0 option name (e.g. "
+                                  "noise-epsilon=0)")
 
 
 def _play_in_process(args: argparse.Namespace, games: int, seed: int) -> dict:
@@ -123,7 +133,8 @@ def _play_lc0(args: argparse.Namespace, games: int) -> dict:
 
             written = lc0_selfplay(binary, weights.resolve(), games, args.visits, Path(args.out),
                                    temperature=args.temperature, on_game=on_game,
-                                   openings=Path(args.openings).resolve() if args.openings else None)
+                                   openings=Path(args.openings).resolve() if args.openings else None,
+                                   extra=[f"--{option}" for option in args.selfplay_option])
     return {"games": len(written), "positions": positions, "results": results}
 
 

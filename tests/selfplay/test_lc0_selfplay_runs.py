@@ -12,7 +12,8 @@ import pytest
 
 from lc0distill.errors import Lc0DistillError
 from lc0distill.selfplay.lc0_selfplay import EMPTY_RUNS, lc0_selfplay
-from tests.conftest import SELFPLAY
+from lc0distill.cli import main
+from tests.conftest import SELFPLAY, SHARED
 
 FAKE = '''#!{python}
 import os, re, shutil, sys
@@ -20,6 +21,7 @@ from pathlib import Path
 count_file = Path({count!r})
 runs = int(count_file.read_text()) + 1 if count_file.exists() else 1
 count_file.write_text(str(runs))
+Path(str(count_file) + ".argv").write_text(" ".join(sys.argv[1:]))
 games = int(next(a for a in sys.argv if a.startswith("--games=")).split("=")[1])
 print("id name Lc0 stand-in", flush=True)
 if runs in {empty_runs}:
@@ -64,3 +66,18 @@ def test_a_run_that_never_plays_is_an_error_after_three_runs(tmp_path):
     with pytest.raises(Lc0DistillError, match=f"wrote no training data \\({EMPTY_RUNS} runs\\)"):
         lc0_selfplay(script, tmp_path / "net.pb.gz", 2, 2, tmp_path / "out")
     assert count.read_text() == str(EMPTY_RUNS)
+
+
+def test_selfplay_options_reach_lc0_and_a_malformed_one_is_refused(tmp_path, capsys):
+    """data play --selfplay-option noise-epsilon=0: lc0 selfplay is started with --noise-epsilon=0."""
+    script, count = _fake(tmp_path, empty_runs=set())
+    net = SHARED / "nets" / "maia-1900.pb.gz"
+    if not net.exists():
+        pytest.skip(f"{net} is absent")
+    common = ["data", "play", "--net", str(net), "--games", "1", "--out", str(tmp_path / "out"), "--engine", "lc0",
+              "--engine-path", str(script), "--visits", "2"]
+    assert main([*common, "--selfplay-option", "noise-epsilon=0"]) == 0
+    argv = Path(str(count) + ".argv").read_text().split()
+    assert "--noise-epsilon=0" in argv and "--visits=2" in argv
+    assert main([*common, "--selfplay-option", "noise epsilon"]) != 0
+    assert "--selfplay-option noise epsilon: KEY=VALUE" in capsys.readouterr().err
