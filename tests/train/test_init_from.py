@@ -95,18 +95,34 @@ def test_the_resolved_config_keeps_init_from_under_net(tmp_path, selfplay_dir, n
     assert load_config(tmp_path / "again.yaml") == config
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_frozen_batch_norm_keeps_maias_statistics_while_the_weights_train(selfplay_dir, nets_dir, tmp_path, freeze):
+def test_frozen_batch_norm_keeps_maias_statistics_while_the_weights_train(selfplay_dir, nets_dir, tmp_path):
     """train.freeze_batch_norm: maia's running means and variances stay exactly its own at lr > 0 while its
-    convolutions move; without it three batches at the default momentum move them."""
+    convolutions move."""
     maia_path = nets_dir / "maia-1900.pb.gz"
     config = _config(selfplay_dir, tmp_path / "run", f"net.init_from={maia_path}", "train.steps=3",
-                     "train.lr.lr=0.01", f"train.freeze_batch_norm={str(freeze).lower()}")
+                     "train.lr.lr=0.01", "train.freeze_batch_norm=true")
     train(config, log=lambda line: None)
     final, maia = load_model(tmp_path / "run" / "final.pt").state_dict(), read_net(maia_path).state_dict()
     statistics = [name for name in maia if name.endswith(("running_mean", "running_var"))]
-    assert statistics
-    kept = [torch.equal(final[name], maia[name]) for name in statistics]
-    assert all(kept) if freeze else not any(kept)
+    assert statistics and all(torch.equal(final[name], maia[name]) for name in statistics)
     convolutions = [name for name, tensor in maia.items() if tensor.ndim == 4]
     assert not any(torch.equal(final[name], maia[name]) for name in convolutions)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_set_train_mode_freezes_only_batch_norm(freeze):
+    """In train mode a forward moves the running statistics; with freeze_batch_norm it does not, and batch norm
+    normalises with them (the output equals eval mode's) while the net itself stays in train mode."""
+    from lc0distill.training.setup import set_train_mode
+
+    torch.manual_seed(0)
+    net = SEResNet(NetConfig(filters=8, blocks=1, se_channels=2, moves_left=False))
+    before = {k: v.clone() for k, v in net.state_dict().items() if k.endswith("running_mean")}
+    planes = torch.randn(4, 112, 8, 8)
+    net.eval()
+    reference = net(planes).policy_logits
+    set_train_mode(net, freeze)
+    out = net(planes).policy_logits
+    moved = [not torch.equal(net.state_dict()[k], v) for k, v in before.items()]
+    assert net.training
+    assert (not any(moved) and torch.allclose(out, reference)) if freeze else all(moved)
