@@ -74,7 +74,6 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-
 def write_json(path: str | os.PathLike, value) -> None:
     """`value` as indented JSON (no NaN or inf), written atomically (write_atomic)."""
     write_atomic(path, (json.dumps(value, indent=1, allow_nan=False) + "\n").encode())
@@ -84,6 +83,7 @@ def read_json(path: str | os.PathLike) -> dict:
     """A JSON object kept by write_json; {} when the file does not exist yet."""
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else {}
+
 
 def _remove(temporary: str | None) -> None:
     if temporary is not None:

@@ -78,9 +78,9 @@ def _check(args: argparse.Namespace) -> None:
     next_chunk_index(args.out)  # --out must be a folder, or not exist yet
     if not Path(args.net).exists():
         raise Lc0DistillError(f"{args.net}: no such net file")
+    if args.selfplay_option and args.engine != "lc0":
+        raise Lc0DistillError("--selfplay-option is for --engine lc0")
     for option in args.selfplay_option:
-        if args.engine != "lc0":
-            raise Lc0DistillError("--selfplay-option is for --engine lc0")
         if not re.fullmatch(r"[a-z][a-z0-9-]*=\S+", option):
             raise Lc0DistillError(f"--selfplay-option {option}: KEY=VALUE with an lc0 option name (e.g. "
                                   "noise-epsilon=0)")

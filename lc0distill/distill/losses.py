@@ -65,9 +65,8 @@ def tempered_target(target: torch.Tensor, temperature: float) -> torch.Tensor:
     entries at 0 (unvisited or illegal) stay 0. Computed in logs so a small T does not underflow a row."""
     if temperature == 1.0:
         return target
-    target = target.float()
-    logs = torch.where(target > 0, target.clamp_min(1e-38).log() / temperature, torch.full_like(target, -torch.inf))
-    return torch.softmax(logs, dim=1).nan_to_num(0.0)  # an all-zero row stays all zero
+    visited = target > 0  # (B, N); an all-zero row has none, and stays all zero
+    return _probs(_log_probs(target.float().clamp_min(1e-38).log() / temperature, visited), visited)
 
 
 KL_FORMS = ("hinton", "lczero")
