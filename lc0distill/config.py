@@ -205,6 +205,9 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the student")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N")
     seed: int = 0
+    deterministic: bool = Field(False, description="deterministic kernels only (torch.use_deterministic_algorithms, "
+                                "cuDNN's): on a GPU, a run resumed from its checkpoint then equals an unbroken one "
+                                "bit for bit; somewhat slower")
     log_every: int = Field(50, gt=0)
     eval_every: int = Field(500, ge=0, description="0: only at the end")
     eval_positions: int = Field(20000, gt=0, description="held-out positions per evaluation")
@@ -215,6 +218,9 @@ class TrainConfig(_Section):
     max_skipped_steps: int = Field(10, ge=0, description="steps with a non-finite loss or gradient are skipped; "
                                                          "more than this many within skip_window batches stop the run")
     skip_window: int = Field(1000, gt=0, description="the window (in batches) max_skipped_steps counts over")
+    sync_every: int = Field(50, gt=0, description="read the non-finite guard's flags on the host every N steps "
+                            "(and before each log, evaluation and checkpoint): between reads the device never "
+                            "waits for the host; 1 reads them every step")
 
     @model_validator(mode="after")
     def _guard_can_stop(self) -> "TrainConfig":

@@ -47,6 +47,7 @@ from lc0distill.training.setup import (
     rank_batch_size,
     seed_everything,
     set_batch_norm_momentum,
+    use_deterministic_kernels,
 )
 from lc0distill.training.state import NO_DATA_DIGEST, SWA, DataStream, RunState, chain_digest
 from lc0distill.training.step import StepTrainer
@@ -92,9 +93,12 @@ class Run:
         """`start_from_init`: take net.init_from's weights (a run that resumes takes its checkpoint's instead)."""
         self.config, self.log = config, log
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        # under torchrun, DDP even for one rank (what a one-GPU machine can check of a multi-GPU run)
+        self.distributed = self.world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
         self.rank_batch_size = rank_batch_size(config.data.batch_size, self.world)
+        use_deterministic_kernels(config.train.deterministic)
         self.device = pick_device(config.train.device)
-        if self.world > 1:
+        if self.distributed:
             self.device = init_distributed(self.device)
         self.run_dir = Path(config.train.run_dir)
         if self.run_dir.exists() and not self.run_dir.is_dir():
@@ -115,9 +119,9 @@ class Run:
         if config.teacher.cache:
             self.data.keep_records = self.teaching.open_cache(self.data.train_sources, self.data.test_sources,
                                                               self.say)
-        forward = wrap_student(student, self.world, self.device, config.train.compile)
+        forward = wrap_student(student, self.distributed, self.device, config.train.compile)
         self.stepper = StepTrainer(config, self.state, self.teaching, self.data, forward, self.device, self.world,
-                                   self.run_dir, self.record)
+                                   self.run_dir, self.logs.record)
 
     def _build_student(self, start_from_init: bool) -> SEResNet:
         """The student, seeded (train.seed), from net.init_from if asked, on the run's device."""
@@ -157,6 +161,10 @@ class Run:
     def train_step(self, batch: Batch) -> L.LossReport | None:
         return self.stepper.train_step(batch)
 
+    def sync(self) -> int:
+        """Read the guard's pending flags now (lc0distill.training.step): the number of steps found skipped."""
+        return self.stepper.sync()
+
     def schedules_at(self, step: int) -> tuple[float, float]:
         return self.teaching.schedules_at(step)
 
@@ -167,7 +175,9 @@ class Run:
         self.state.restore(state, path)
 
     def save(self) -> None:
-        """Write the checkpoint (rank 0); never one with a non-finite weight (the previous checkpoint stays)."""
+        """Write the checkpoint (rank 0); never one with a non-finite weight (the previous checkpoint stays).
+        The guard's pending flags are read first, so that what is saved counts only the steps applied."""
+        self.sync()
         if self.rank == 0:
             self.state.save(self.config, self.run_dir)
 
@@ -270,7 +280,7 @@ def _loop(run: Run) -> RunResult:
     elif run.rank == 0 and (not train_config.eval_every or run.step % train_config.eval_every):
         metrics = run.evaluate()
     run.final_outputs()
-    if run.world > 1:
+    if run.distributed:
         run.check_ranks_agree()
     return RunResult(run.run_dir, run.step, metrics, throughput.rate())
 
@@ -286,7 +296,9 @@ def train_until(run: Run, batches, stop_at: int, throughput: Throughput) -> dict
         throughput.positions += positions
         throughput.window_positions += positions
         report = run.train_step(batch)
-        if report is None:  # skipped by the non-finite guard: nothing logged, evaluated or saved for it
+        if report is None:  # the guard skipped a step and took the count back: nothing logged, evaluated or saved
+            continue
+        if _due(train_config, run.step, stop_at) and run.sync():  # the guard's flags are read before any of them
             continue
         if run.tracker is not None:
             run.tracker.update(run.step, positions=throughput.positions)
@@ -300,6 +312,12 @@ def train_until(run: Run, batches, stop_at: int, throughput: Throughput) -> dict
         if run.step % train_config.checkpoint_every == 0 or run.step == train_config.steps:
             run.save()
     return metrics
+
+
+def _due(train_config, step: int, stop_at: int) -> bool:
+    """Will the loop log, evaluate or save after `step`, or stop?"""
+    return (step % train_config.log_every == 0 or step % train_config.checkpoint_every == 0 or step >= stop_at
+            or step == train_config.steps or bool(train_config.eval_every and step % train_config.eval_every == 0))
 
 
 def _log_step(run: Run, report: L.LossReport, rate: float, elapsed: float) -> None:

@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from lc0distill.chunks.batch import Batch
+from lc0distill.chunks.batch import Batch, to_device
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.distill.teachers import TeacherOutput
 from lc0distill.errors import Lc0DistillError
@@ -331,7 +331,7 @@ class BoundCache:
                                   f"{cache.folder} (made from other data or another sampling): make the cache "
                                   "again for this data")
         fingerprints = batch.fingerprint.cpu().numpy().view(np.uint64)
-        counts = batch.legal.sum(dim=1).cpu().numpy()
+        counts = (batch.legal_count if batch.legal_count is not None else batch.legal.sum(dim=1)).cpu().numpy()
         bad = (cache.fingerprint[rows] != fingerprints) | (cache.legal_count[rows] != counts)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -349,10 +349,14 @@ class BoundCache:
         flat = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts) + np.repeat(starts, counts)
         device = batch.legal.device
         policy = torch.full(batch.legal.shape, ILLEGAL_FILL, dtype=torch.float32, device=device)  # (B, 1858)
-        policy[batch.legal] = torch.from_numpy(cache.logp[flat].astype(np.float32)).to(device)
-        wdl = torch.from_numpy(cache.wdl[rows].astype(np.float32)).to(device) if cache.wdl is not None else None
-        mlh = torch.from_numpy(cache.mlh[rows].astype(np.float32)).to(device) if cache.mlh is not None else None
-        best = torch.from_numpy(cache.best[rows]).to(device)
+        logp = to_device(torch.from_numpy(cache.logp[flat].astype(np.float32)), device)
+        if batch.legal_flat is not None:  # indices from the host: a boolean mask would make the device count them
+            policy.view(-1)[to_device(batch.legal_flat, device)] = logp
+        else:
+            policy[batch.legal] = logp
+        wdl = to_device(torch.from_numpy(cache.wdl[rows].astype(np.float32)), device) if cache.wdl is not None else None
+        mlh = to_device(torch.from_numpy(cache.mlh[rows].astype(np.float32)), device) if cache.mlh is not None else None
+        best = to_device(torch.from_numpy(cache.best[rows]), device)
         return TeacherOutput(policy, wdl, mlh, best)
 
 

@@ -22,10 +22,10 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 
-def wrap_student(student: torch.nn.Module, world: int, device: torch.device, compile: bool) -> torch.nn.Module:
-    """What the step calls forward on: the student, in DDP over several ranks, compiled if asked."""
+def wrap_student(student: torch.nn.Module, distributed: bool, device: torch.device, compile: bool) -> torch.nn.Module:
+    """What the step calls forward on: the student, in DDP under torchrun, compiled if asked."""
     module = student
-    if world > 1:
+    if distributed:
         module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
     if compile:
         module = torch.compile(module)
@@ -46,7 +46,8 @@ def check_ranks_agree(student: torch.nn.Module, world: int, rank_batch_size: int
     gathered = [torch.zeros_like(fingerprint) for _ in range(world)]
     dist.all_gather(gathered, fingerprint)
     identical = all(torch.equal(g, gathered[0]) for g in gathered)
-    record("ddp", {"ranks": world, "rank_batch_size": rank_batch_size, "weights_identical": identical,
+    record("ddp", {"ranks": world, "backend": dist.get_backend(), "rank_batch_size": rank_batch_size,
+                   "weights_identical": identical,
                    "fingerprints": [g.tolist() for g in gathered]})
     if not identical:
         raise Lc0DistillError(f"ranks ended with different weights: {[g.tolist() for g in gathered]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -40,6 +41,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def use_deterministic_kernels(on: bool) -> None:
+    """train.deterministic: only kernels that give the same bits every time (GPU atomics otherwise reorder
+    sums). cuBLAS needs its workspace fixed before its first use: set here unless the user did."""
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def set_batch_norm_momentum(model: torch.nn.Module, momentum: float) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -57,10 +68,24 @@ def set_train_mode(model: torch.nn.Module, freeze_batch_norm: bool) -> None:
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Weight decay on conv and dense weights only (lczero's L2 on kernels), not on BN or biases."""
+    """Weight decay on conv and dense weights only (lczero's L2 on kernels), not on BN or biases. Fused
+    (one kernel for all parameters, on CPU and CUDA alike), which is what lets the non-finite guard skip a step
+    on the device: a fused optimizer reads its `found_inf` flag there (lc0distill.guard.guarded_update)."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     other = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr.lr, momentum=config.momentum, nesterov=config.momentum > 0)
-    return torch.optim.AdamW(groups, lr=config.lr.lr)
+        optimizer = torch.optim.SGD(groups, lr=config.lr.lr, momentum=config.momentum,
+                                    nesterov=config.momentum > 0, fused=True)
+        if config.momentum > 0:  # a first step skipped on found_inf would leave torch's buffers uninitialised;
+            for p in model.parameters():  # zeros make the first update the same (m * 0 + g = g)
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return optimizer
+    return torch.optim.AdamW(groups, lr=config.lr.lr, fused=True)
+
+
+def keep_fused(optimizer: torch.optim.Optimizer) -> None:
+    """After load_state_dict: a checkpoint written before the optimizer was fused brings `fused: False` with
+    its parameter groups; the guard needs the fused step."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None

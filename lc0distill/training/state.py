@@ -20,6 +20,7 @@ from lc0distill.fileio import write_json
 from lc0distill.guard import NonFiniteGuard, NonFiniteRunError, all_finite
 from lc0distill.models.net import SEResNet
 from lc0distill.models.store import net_state, save_model
+from lc0distill.training.setup import keep_fused
 
 NO_DATA_DIGEST = "00" * 16
 
@@ -88,6 +89,7 @@ class RunState:
         self.student.load_state_dict(state["model"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
+            keep_fused(self.optimizer)
             self.scaler.load_state_dict(state["scaler"])
         except (ValueError, KeyError, TypeError, RuntimeError) as error:  # torch's own checks of the saved state
             raise Lc0DistillError(f"{path or 'checkpoint'}: optimizer: does not fit this run's optimizer "

@@ -32,8 +32,17 @@ def build_teacher(config: RunConfig, student: SEResNet, device: torch.device):
         check_compatible(student, net, path, distil_value=config.loss.value_distill > 0)
         if isinstance(net, torch.nn.Module):  # ONNX teachers are watched by the non-finite guard instead
             check_finite_net(net, f"teacher {path}")
+            net = _as_student_runs(net, config)
         nets.append(net)
     return NetTeacher(nets, teacher_config.weights or None, teacher_config.precision).to(device)
+
+
+def _as_student_runs(net: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
+    """A live teacher laid out and compiled as the student is (train.channels_last, train.compile): a big
+    teacher's forward is most of a distillation step, and it reads the student's channels-last planes."""
+    if config.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return torch.compile(net) if config.train.compile else net
 
 
 class Teaching:

@@ -231,11 +231,33 @@ def test_data_config_rejects_unknown_keys_and_builds_loaders(lc0_data):
     assert len(batch) == 200
 
 
-def test_torch_policy_path_equals_numpy_path(all_records):
-    """The device path (scatter in torch, used on GPUs) builds the same policy and mask as the CPU path."""
-    from lc0distill.chunks.batch import _dense_policy, _dense_policy_numpy
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's bytes (NaN equal to the same NaN: a bit-for-bit comparison)."""
+    return tensor.contiguous().view(torch.uint8) if tensor.dtype != torch.bool else tensor
 
-    packed = pack_records(all_records[:500])
-    policy, legal = _dense_policy(_to_tensors(packed, torch.device("cpu")))
-    reference_policy, reference_legal = _dense_policy_numpy(packed)
-    assert torch.equal(policy, reference_policy) and torch.equal(legal, reference_legal)
+
+def test_the_device_path_equals_the_cpu_path_bit_for_bit(all_records):
+    """The GPU path (the packed bytes in one copy, every field a view of them, planes and policy expanded by
+    torch) builds the same batch as the CPU path (numpy), field for field and bit for bit, over every input
+    format, V3 rows that mark no illegal move, and a NaN target; the host's legal-move index agrees with the mask."""
+    from dataclasses import fields
+
+    from lc0distill.chunks.batch import fields_of_bytes, packed_bytes
+
+    records = all_records[:700].copy()
+    records["probabilities"][:5][records["probabilities"][:5] < 0] = 0.0  # V3's marker: every move counts as legal
+    records["best_q"][7] = np.nan
+    packed = pack_records(records)
+    raw = packed_bytes(packed, torch.device("cpu"))
+    viewed, copied = fields_of_bytes(raw), _to_tensors(packed, torch.device("cpu"))
+    for name in copied:
+        assert viewed[name].dtype == copied[name].dtype and torch.equal(_bits(viewed[name]), _bits(copied[name])), name
+    for rule50 in Rule50Scale:
+        on_device = make_batch(packed, "cpu", rule50=rule50, expand_on_device=True)
+        on_host = make_batch(packed, "cpu", rule50=rule50, expand_on_device=False)
+        for field in fields(on_host):
+            a, b = getattr(on_device, field.name), getattr(on_host, field.name)
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b)), field.name
+    assert bool(on_host.legal[:5].all()) and not bool(on_host.legal[5:].all())
+    assert torch.equal(on_host.legal_flat, torch.nonzero(on_host.legal.reshape(-1)).flatten())
+    assert torch.equal(on_host.legal_count, on_host.legal.sum(dim=1))

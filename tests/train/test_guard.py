@@ -295,13 +295,16 @@ def test_files_follow_the_umask(tmp_path, capsys, good_chunks):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o640, name
 
 
-def test_a_skipped_step_leaves_the_net_as_it_was(tmp_path, good_chunks):
+@pytest.mark.parametrize("sync_every", [1, 50])
+def test_a_skipped_step_leaves_the_net_as_it_was(tmp_path, good_chunks, sync_every):
     """A non-finite input (as an fp16 overflow would make): the step is skipped, and the batch-norm statistics
-    that its train-mode forward updated are put back, so the next steps train a finite net."""
+    that its train-mode forward updated are put back, so the next steps train a finite net. Read at once
+    (sync_every=1) or at the next read of the flags: the same skip, the same net."""
     from lc0distill.config import load_config
     from lc0distill.train import Run
 
-    config = load_config(None, [f"data.paths=[{good_chunks}]", *TINY, "train.steps=5", f"train.run_dir={tmp_path}"])
+    config = load_config(None, [f"data.paths=[{good_chunks}]", *TINY, "train.steps=5", f"train.run_dir={tmp_path}",
+                                f"train.sync_every={sync_every}"])
     run = Run(config, log=lambda line: None)
     run.open_logs()
     batches = run.batches()
@@ -309,9 +312,51 @@ def test_a_skipped_step_leaves_the_net_as_it_was(tmp_path, good_chunks):
     before = {k: v.clone() for k, v in run.student.state_dict().items()}
     bad = next(batches)
     bad.planes[4, 0, 0, 0] = float("inf")
-    assert run.train_step(bad) is None and run.guard.skipped == 1 and run.step == 1
+    if sync_every == 1:
+        assert run.train_step(bad) is None
+    else:  # the device went on; the host learns of the skip when it reads the flags
+        assert run.train_step(bad) is not None and run.guard.skipped == 0 and run.step == 2
+        assert run.sync() == 1 and run.sync() == 0
+    assert run.guard.skipped == 1 and run.step == 1
     assert all(torch.equal(before[k], v) for k, v in run.student.state_dict().items())
     skipped = _metrics(tmp_path, "skipped")[0]
+    assert skipped["step"] == 1 and skipped["batch"] == 2
     assert len(skipped["positions"]) == 1 and skipped["positions"][0].endswith(f"record {int(bad.record_index[4])}")
     assert run.train_step(next(batches)) is not None
     assert all(bool(torch.isfinite(v).all()) for v in run.student.state_dict().values() if v.is_floating_point())
+
+
+def test_reading_the_flags_later_catches_and_names_the_same_bad_batches(tmp_path, capsys, good_chunks, monkeypatch):
+    """Batches 3, 4 and 9 of the stream carry a non-finite value in one position (an input, a target, a
+    target): read at every step (sync_every=1) or at the logging reads only (the default 50: the log every
+    5 steps reads them), the same batches are skipped, named with the same position, at the same step; the
+    runs both apply 12 updates from 15 batches."""
+    import lc0distill.training.data as run_data
+
+    make = run_data.make_batch
+    corrupt = {3: ("planes", 2), 4: ("policy", 5), 9: ("z", 30)}
+    seen = {"batches": 0}
+
+    def corrupted(packed, *args, **kwargs):
+        batch = make(packed, *args, **kwargs)
+        seen["batches"] += 1
+        if seen["batches"] in corrupt:
+            field, row = corrupt[seen["batches"]]
+            getattr(batch, field).view(len(batch), -1)[row, 0] = float("nan")
+        return batch
+
+    monkeypatch.setattr(run_data, "make_batch", corrupted)
+    runs = {}
+    for sync_every in (1, 50):
+        seen["batches"] = 0
+        run_dir = tmp_path / f"sync{sync_every}"
+        code, _, err = _train(capsys, [good_chunks], run_dir, 12, f"train.sync_every={sync_every}",
+                              "data.test_ratio=0", "train.checkpoint_every=100")
+        assert code == 0, err
+        runs[sync_every] = [{k: s[k] for k in ("step", "batch", "what", "positions")}
+                            for s in _metrics(run_dir, "skipped")]
+        assert load_checkpoint(run_dir / LATEST)["batches_consumed"] == 15
+        assert _metrics(run_dir, "train")[-1]["skipped_steps"] == 3
+    assert [s["batch"] for s in runs[1]] == [3, 4, 9] and [s["step"] for s in runs[1]] == [2, 2, 6]
+    assert all(len(s["positions"]) == 1 and s["what"].startswith("loss (") for s in runs[1])
+    assert runs[50] == runs[1]
