@@ -19,7 +19,7 @@ import torch
 
 from lc0distill.errors import Lc0DistillError
 from lc0distill.fileio import write_atomic
-from lc0distill.models.net import SEResNet
+from lc0distill.models.build import build_net
 from lc0distill.models.store import check_state, load_torch_file
 
 CHECKPOINT_FORMAT = "lc0distill-checkpoint"
@@ -95,7 +95,7 @@ def _check_contents(state: dict, path: str | os.PathLike) -> None:
             and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups)):
         raise Lc0DistillError(f"{path}: optimizer: not an optimizer's state")
     with torch.device("meta"):
-        parameters = len(list(SEResNet(config).parameters()))
+        parameters = len(list(build_net(config).parameters()))
     if sum(len(group["params"]) for group in groups) != parameters:
         raise Lc0DistillError(f"{path}: optimizer: holds the state of {sum(len(g['params']) for g in groups)} "
                               f"tensors, the {config.name} net has {parameters}")

@@ -23,7 +23,7 @@ from lc0distill.distill.schedules import (
 )
 from lc0distill.errors import Lc0DistillError
 from lc0distill.lc0.weights import Encoding
-from lc0distill.models.config import NetConfig, preset_sizes
+from lc0distill.models.config import Body, NetConfig, preset_sizes
 
 
 class _Section(BaseModel):
@@ -281,6 +281,25 @@ class RunConfig(_Section):
         if self.teacher.per_teacher and self.loss.teacher_weight != TeacherWeightSchedule():
             raise ValueError("loss.teacher_weight is the single-schedule form; the teacher.nets entries carry a "
                              "weight each: leave loss.teacher_weight out")
+        return self
+
+    @model_validator(mode="after")
+    def _attention_training_defaults(self) -> "RunConfig":
+        """An attention body trains by default as transformers do (lczero-training's BT recipes): AdamW with
+        decoupled weight decay 0.01 at lr 1e-3 after 250 warmup steps. Only what the recipe leaves unsaid
+        changes; SGD at lc0's rates, the SE-ResNet default, diverges on these nets."""
+        train = self.train
+        if self.net.body != Body.ATTENTION or "optimizer" in train.model_fields_set:
+            return self
+        lr = train.lr
+        lr_given = "lr" in train.model_fields_set
+        new_lr = lr.model_copy(update={**({} if lr_given and "lr" in lr.model_fields_set else {"lr": 1e-3}),
+                                       **({} if lr_given and "warmup_steps" in lr.model_fields_set
+                                          else {"warmup_steps": 250})})
+        update = {"optimizer": "adamw", "lr": new_lr}
+        if "weight_decay" not in train.model_fields_set:
+            update["weight_decay"] = 0.01
+        object.__setattr__(self, "train", train.model_copy(update=update))
         return self
 
     @model_validator(mode="before")

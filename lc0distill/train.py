@@ -35,6 +35,7 @@ from lc0distill.evaluate import evaluate_net
 from lc0distill.guard import NonFiniteGuard
 from lc0distill.init_from import initialise_from, with_init_architecture
 from lc0distill.lc0.weights import write_net
+from lc0distill.models.build import build_net
 from lc0distill.models.net import SEResNet
 from lc0distill.models.store import save_model
 from lc0distill.progress import track
@@ -127,7 +128,7 @@ class Run:
         """The student, seeded (train.seed), from net.init_from if asked, on the run's device."""
         config = self.config
         seed_everything(config.train.seed)
-        student = SEResNet(config.net)
+        student = build_net(config.net)
         if start_from_init and config.net_init.init_from:
             self.say(initialise_from(student, config.net_init.init_from, config.net_init.init_from_partial).summary())
         set_batch_norm_momentum(student, config.train.batch_norm_momentum)

@@ -69,6 +69,11 @@ PEAK_TFLOPS = {"H100 PCIe": {"float32": 378.0, "bf16": 756.0, "fp16": 756.0},
                "A100": {"float32": 156.0, "bf16": 312.0, "fp16": 312.0}}
 
 
+QUICK = {"sizes": "64x6", "precisions": "float32", "compile": "off", "batch_size": 64, "steps": 3, "warmup": 1,
+         "repeat": 1, "row_seconds": 1.0, "teacher": "128x10", "teacher_student": "64x6", "loader_seconds": 2.0,
+         "loader_buffer": 8192}
+
+
 def progress(what: str) -> None:
     print(f"{PROG}: {what} ...", file=sys.stderr, flush=True)
 
@@ -269,11 +274,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", default="train,teacher,reads,loader",
                         help="which sections to run (default: all of train,teacher,reads,loader)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    argv = sys.argv[1:] if argv is None else argv
+    if "--quick" in argv:  # the small form's settings, each still overridable on the command line
+        parser.set_defaults(**QUICK)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.sizes, args.precisions, args.compile = "64x6", "float32", "off"
-        args.batch_size, args.steps, args.warmup, args.repeat, args.row_seconds = 64, 3, 1, 1, 1.0
-        args.teacher, args.teacher_student, args.loader_seconds, args.loader_buffer = "128x10", "64x6", 2.0, 8192
     try:
         args.device = torch.device(args.device)
         args.size_list = [s.strip() for s in args.sizes.split(",") if s.strip()]

@@ -16,6 +16,7 @@ import onnx
 import torch
 
 from lc0distill.checks import check_finite_net
+from lc0distill.cli import net_init
 from lc0distill.cli.arguments import input_format, non_negative_float, positive_int
 from lc0distill.engine.binary import uci_search
 from lc0distill.engine.check import DEFAULT_TOLERANCE, check_net, lc0_net_path
@@ -25,7 +26,7 @@ from lc0distill.engine.positions import DEFAULT_POSITIONS
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.runtime import OnnxNet, model_opset
 from lc0distill.lc0.weights import attention_body, read_net_info
-from lc0distill.models.config import PolicyHead
+from lc0distill.models.config import Body, PolicyHead
 from lc0distill.models.inference import evaluate_boards
 from lc0distill.models.net import count_parameters, flops_per_position
 from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
@@ -82,6 +83,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                        help="lc0's backend (default %(default)s)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(run=run_check)
+    net_init.register(commands)
 
 
 def net_summary(path: str, input_format: int | None = None) -> dict:
@@ -90,9 +92,13 @@ def net_summary(path: str, input_format: int | None = None) -> dict:
     if isinstance(model, OnnxNet):
         return onnx_summary(path, kind, model)
     config = model.config
+    body = {"body": config.body.value, "heads": config.heads, "ffn_width": config.dff,
+            "ffn_activation": config.ffn_activation.value, "smolgen": config.smolgen,
+            "input_gating": config.input_gating, "policy_encoders": config.policy_encoders} \
+        if config.body == Body.ATTENTION else {"se_channels": config.squeeze}
     summary = {
         "path": path, "file_format": kind.value, "size": config.name, "filters": config.filters,
-        "blocks": config.blocks, "se_channels": config.squeeze, "policy": config.policy.value,
+        "blocks": config.blocks, **body, "policy": config.policy.value,
         "value": config.value.value, "moves_left": config.moves_left, "activation": config.activation.value,
         "input_format": config.input_format, "parameters": count_parameters(model),
         "flops_per_position": flops_per_position(model),

@@ -201,7 +201,8 @@ def _config(data: Path, out: Path, name: str, steps: int | None, extra: list[str
     steps = steps or base.train.steps
     warmup = min(base.train.lr.warmup_steps, steps // 4)
     overrides += [f"train.steps={steps}", f"train.lr.total_steps={steps}", f"train.lr.warmup_steps={warmup}",
-                  f"train.checkpoint_every={max(1, steps // 2)}", f"train.eval_every={max(1, steps // 4)}"]
+                  f"train.checkpoint_every={max(1, steps // 2)}",
+                  f"train.eval_every={-(-steps // 4)}"]  # 4 evaluations at most, however few the steps
     return load_config(RECIPE, overrides)
 
 

@@ -28,6 +28,7 @@ from lc0distill.engine.evaluation import (
 )
 from lc0distill.engine.positions import DEFAULT_POSITIONS, engine_check_boards
 from lc0distill.errors import Lc0DistillError
+from lc0distill.models.build import TORCH_NETS
 from lc0distill.models.inference import board_planes
 from lc0distill.models.net import SEResNet
 from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
@@ -185,6 +186,6 @@ def check_net(path: str, positions: int = DEFAULT_POSITIONS, tolerance: float = 
     boards = boards if boards is not None else engine_check_boards(positions)
     info, outputs = lc0_outputs(path, boards, backend)  # first: a net lc0 refuses is lc0's word
     net = load_inference_net(path)
-    if not isinstance(net, SEResNet):
+    if not isinstance(net, TORCH_NETS):
         raise Lc0DistillError(f"{path}: an ONNX net; lc0distill compares lc0 with its own reading of lc0 weights")
     return compare(boards, info, outputs, net, tolerance, path)

@@ -238,7 +238,11 @@ _UNSUPPORTED_BODIES = {
 
 def needs_onnx(net) -> str | None:
     """Why a weights file's net is not one lc0distill builds in PyTorch (it then runs through ONNX), or None."""
+    from lc0distill.lc0.attention_weights import is_supported_attention
+
     fmt = net.format.network_format
+    if is_supported_attention(net):
+        return None
     if fmt.network in _UNSUPPORTED_BODIES and fmt.network != NF.NETWORK_ONNX:
         return f"an attention-body net ({_enum_name(NF.NetworkStructure, fmt.network)})"
     if fmt.policy == NF.POLICY_ATTENTION and len(net.weights.pol_encoder):
@@ -467,8 +471,10 @@ def _layer_encodings(message) -> set[str]:
 def read_net_info(path: str | os.PathLike) -> NetFileInfo:
     net = open_net(path)
     # ONNX inside, or a net that runs through lc0's ONNX conversion: describe the header
+    from lc0distill.lc0.attention_weights import is_supported_attention
+
     onnx = net.format.network_format.network == NF.NETWORK_ONNX or needs_onnx(net) is not None
-    fmt = net.format.network_format if onnx else _network_format(net, str(path))
+    fmt = net.format.network_format if onnx or is_supported_attention(net) else _network_format(net, str(path))
     return NetFileInfo(
         path=str(path), min_version=_version_string(net.min_version),
         network=_enum_name(NF.NetworkStructure, fmt.network), policy=_enum_name(NF.PolicyFormat, fmt.policy),
@@ -484,7 +490,11 @@ def read_net(path: str | os.PathLike) -> SEResNet:
 
 
 def net_from_message(net, path: str | os.PathLike) -> SEResNet:
-    """The SEResNet of a parsed Net message (`path` names it in errors)."""
+    """The SEResNet (or AttentionNet) of a parsed Net message (`path` names it in errors)."""
+    from lc0distill.lc0.attention_weights import is_supported_attention
+
+    if is_supported_attention(net):
+        return _attention_from_message(net, str(path))
     config = config_from_net(net, str(path))
     check_net_size(config, path)
     with torch.device("meta"):  # every tensor there and of its size before the net takes memory: a few KB
@@ -492,6 +502,31 @@ def net_from_message(net, path: str | os.PathLike) -> SEResNet:
     _load_weights(skeleton, net.weights, str(path), sizes_only=True)
     model = SEResNet(config)
     _load_weights(model, net.weights, str(path))
+    return model.eval()
+
+
+def _attention_from_message(net, path: str):
+    from lc0distill.lc0.attention_weights import attention_config, load_attention_weights
+    from lc0distill.models.attention import AttentionNet
+
+    def fail(message: str):
+        raise WeightsError(path, message)
+
+    if not net.HasField("weights"):
+        fail("the file holds no weights")
+    sizes = attention_config(net, _size, fail)
+    try:
+        config = NetConfig(**sizes)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        key = ".".join(str(part) for part in problem["loc"])
+        raise WeightsError(path, f"a net with {key} {sizes.get(key, '?')}: {problem['msg']}") from None
+    check_net_size(config, path)
+    with torch.device("meta"):
+        skeleton = AttentionNet(config)
+    load_attention_weights(skeleton, net.weights, _Loader(path, sizes_only=True))
+    model = AttentionNet(config)
+    load_attention_weights(model, net.weights, _Loader(path))
     return model.eval()
 
 
@@ -586,15 +621,23 @@ def network_format(config: NetConfig):
 def net_message(model: SEResNet, encoding: Encoding = Encoding.LINEAR16, license: str = "",
                 training_steps: int | None = None):
     """The Net message of `model`, as lc0 loads it."""
+    from lc0distill.lc0.attention_weights import (MIN_VERSION, attention_network_format, fill_attention_weights,
+                                                   is_attention)
+
     encoding = Encoding(encoding)
     net = proto.Net(magic=MAGIC, license=license)
-    major, minor, patch = min_version_for(model.config, encoding)
+    attention = is_attention(model)
+    major, minor, patch = max(min_version_for(model.config, encoding), MIN_VERSION if attention else (0, 0, 0))
     net.min_version.major, net.min_version.minor, net.min_version.patch = major, minor, patch
     net.format.weights_encoding = proto.Format.LINEAR16  # lc0 wants this even with per-layer float encodings
-    net.format.network_format.CopyFrom(network_format(model.config))
+    net.format.network_format.CopyFrom(attention_network_format(model.config) if attention
+                                       else network_format(model.config))
     if training_steps is not None:
         net.training_params.training_steps = training_steps
-    _fill_weights(model, net.weights, encoding)
+    if attention:
+        fill_attention_weights(model, net.weights, _Writer(encoding))
+    else:
+        _fill_weights(model, net.weights, encoding)
     return net
 
 

@@ -25,6 +25,24 @@ class ValueHead(str, Enum):
 class Activation(str, Enum):
     RELU = "relu"
     MISH = "mish"
+    SWISH = "swish"  # x * sigmoid(x): smolgen's in lc0's BT nets
+    RELU_2 = "relu2"  # relu(x)^2: the FFN's in lc0's BT nets
+    SELU = "selu"
+    NONE = "none"
+
+
+DEFAULT_ACTIVATIONS = (Activation.RELU, Activation.MISH)  # what lc0's default_activation can say
+
+
+class Body(str, Enum):
+    RESIDUAL = "residual"  # SE-ResNet: 3x3 convolutions with squeeze-excitation (lc0 NETWORK_SE_WITH_HEADFORMAT)
+    ATTENTION = "attention"  # squares as tokens through encoder layers (NETWORK_ATTENTIONBODY_WITH_HEADFORMAT)
+
+
+class Embedding(str, Enum):
+    # each square's 112 plane values and a fixed 64-channel map of the squares it sees (lc0's PE_MAP); lc0
+    # v0.31.0-dev, the engine lc0distill builds, has no other (no dense pre-embedding, no embedding norm or FFN)
+    PE_MAP = "pe_map"
 
 
 # Bounds on what a file or a config may ask for, checked before any tensor is allocated: a few hundred bytes
@@ -37,7 +55,8 @@ MAX_PARAMETERS = 500_000_000  # 2 GB of float32
 
 
 class NetConfig(BaseModel):
-    """An SE-ResNet in lc0's layout. Defaults are lc0's trainer defaults."""
+    """An SE-ResNet or an attention-body net in lc0's layout. Defaults are lc0's trainer defaults. For an
+    attention body (`body: attention`) `filters` is the token width (d_model) and `blocks` the encoder layers."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -59,6 +78,23 @@ class NetConfig(BaseModel):
     moves_left_hidden: int = Field(128, gt=0, le=MAX_HEAD_WIDTH)
     activation: Activation = Activation.RELU
     input_format: int = 1
+    body: Body = Body.RESIDUAL
+    # attention body only (lc0's field names in brackets)
+    heads: int = Field(8, gt=0, le=MAX_HEAD_WIDTH, description="attention heads of each encoder layer [headcount]")
+    ffn_width: int = Field(0, ge=0, le=16 * MAX_FILTERS, description="hidden width of each encoder's FFN; 0: 1.5 x "
+                           "filters, as lc0's BT4")
+    ffn_activation: Activation = Activation.RELU_2
+    embedding: Embedding = Embedding.PE_MAP
+    input_gating: bool = Field(True, description="a learned scale and offset per square and channel after the "
+                               "embedding [ip_mult_gate, ip_add_gate]")
+    smolgen: bool = Field(True, description="attention logits biased per position by a small generator [smolgen]")
+    smolgen_channels: int = Field(32, gt=0, le=MAX_HEAD_WIDTH, description="smolgen's per-square compression")
+    smolgen_hidden: int = Field(256, gt=0, le=MAX_HEAD_WIDTH)
+    smolgen_gen: int = Field(256, gt=0, le=MAX_HEAD_WIDTH, description="smolgen's per-head code, expanded to 64x64 "
+                             "by one weight all layers share [smolgen_w]")
+    smolgen_activation: Activation = Activation.SWISH
+    policy_encoders: int = Field(0, ge=0, le=MAX_BLOCKS, description="encoder layers in the policy head [pol_encoder]")
+    policy_heads: int = Field(4, gt=0, le=MAX_HEAD_WIDTH, description="heads of the policy head's encoders")
 
     @model_validator(mode="before")
     @classmethod
@@ -82,6 +118,25 @@ class NetConfig(BaseModel):
             elif ratio is not None:
                 raise ValueError("give se_channels or se_ratio, not both")
         return data
+
+    @model_validator(mode="after")
+    def _body_fits(self) -> "NetConfig":
+        if self.activation not in DEFAULT_ACTIVATIONS:
+            raise ValueError(f"activation must be relu or mish (lc0's default activation), got {self.activation.value}")
+        if self.body == Body.ATTENTION:
+            if self.policy != PolicyHead.ATTENTION:
+                raise ValueError("an attention body takes the attention policy head (policy: attention)")
+            if self.filters % self.heads:
+                raise ValueError(f"filters ({self.filters}) must be a multiple of heads ({self.heads})")
+            if self.policy_encoders and self.policy_embedding % self.policy_heads:
+                raise ValueError(f"policy_embedding ({self.policy_embedding}) must be a multiple of policy_heads "
+                                 f"({self.policy_heads})")
+        return self
+
+    @property
+    def dff(self) -> int:
+        """The encoders' FFN width."""
+        return self.ffn_width or self.filters * 3 // 2
 
     @field_validator("input_format")
     @classmethod
@@ -115,6 +170,8 @@ PRESETS = ("64x6", "128x10", "192x15", "256x20", "256x40", "320x24")
 def estimated_parameters(config: NetConfig) -> int:
     """About how many parameters the net has (within a few percent: body and head weights, not BN)."""
     f = config.filters
+    if config.body == Body.ATTENTION:
+        return _attention_parameters(config)
     body = 112 * 9 * f + config.blocks * (2 * 9 * f * f + 2 * f * config.se_channels)
     if config.policy == PolicyHead.CONVOLUTION:
         policy = 2 * 9 * f * f
@@ -126,6 +183,22 @@ def estimated_parameters(config: NetConfig) -> int:
     moves_left = (f * config.moves_left_channels + config.moves_left_channels * 64 * config.moves_left_hidden
                   if config.moves_left else 0)
     return body + policy + value + moves_left
+
+
+def _attention_parameters(config: NetConfig) -> int:
+    f, dff = config.filters, config.dff
+    embedding = (112 + 64) * f + (2 * 64 * f if config.input_gating else 0)
+    layer = 4 * f * f + 2 * f * dff
+    if config.smolgen:
+        layer += f * config.smolgen_channels + 64 * config.smolgen_channels * config.smolgen_hidden \
+            + config.smolgen_hidden * config.heads * config.smolgen_gen
+    e = config.policy_embedding
+    policy = f * e + config.policy_encoders * (4 * e * e + 2 * e * config.dff) + 2 * e * config.policy_d_model
+    value = f * config.value_channels + config.value_channels * 64 * config.value_hidden + config.value_hidden * 3
+    moves_left = (f * config.moves_left_channels + config.moves_left_channels * 64 * config.moves_left_hidden
+                  if config.moves_left else 0)
+    smolgen = 64 * 64 * config.smolgen_gen if config.smolgen else 0
+    return embedding + config.blocks * layer + smolgen + policy + value + moves_left
 
 
 def check_net_size(config: NetConfig, source: object) -> None:

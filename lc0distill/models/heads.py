@@ -42,14 +42,20 @@ class ClassicalPolicy(nn.Module):
 
 
 class AttentionPolicy(nn.Module):
-    """lc0's attention policy on an SE body (FORMATS.md §3.4): each square's C features are a token; a dense
-    embedding (SELU, as lc0 has it for SE bodies), queries and keys; the from->to logit is q.k / sqrt(d); a
-    promotion adds an offset per to-file and piece (from the rank-8 keys, unscaled, as the lc0 engine computes
-    it; the knight's offset is added to the other three) to the rank-7 -> rank-8 logit. 64*64 + 8*24 logits gathered to the 1858 moves."""
+    """lc0's attention policy (FORMATS.md §3.4): each square's C features are a token; a dense embedding
+    (SELU on SE bodies as lc0 has it, the default activation on attention bodies), optional encoder layers,
+    queries and keys; the from->to logit is q.k / sqrt(d); a promotion adds an offset per to-file and piece
+    (from the rank-8 keys, unscaled, as the lc0 engine computes it; the knight's offset is added to the other
+    three) to the rank-7 -> rank-8 logit. 64*64 + 8*24 logits gathered to the 1858 moves."""
 
-    def __init__(self, channels: int, embedding: int, d_model: int):
+    def __init__(self, channels: int, embedding: int, d_model: int, kind: Activation = Activation.SELU,
+                 encoders: list[nn.Module] = ()):
         super().__init__()
+        from lc0distill.models.attention import activation as any_activation
+
         self.embedding = nn.Linear(channels, embedding)  # ip_pol
+        self.act = any_activation(kind)
+        self.encoders = nn.ModuleList(encoders)  # pol_encoder
         self.wq = nn.Linear(embedding, d_model)  # ip2_pol
         self.wk = nn.Linear(embedding, d_model)  # ip3_pol
         self.ppo = nn.Linear(d_model, 4, bias=False)  # ip4_pol: offsets q, r, b, n
@@ -57,8 +63,12 @@ class AttentionPolicy(nn.Module):
         self.register_buffer("gather", torch.from_numpy(ATTENTION_POLICY_GATHER), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, 8, 8) -> (B, 1858)
-        tokens = x.flatten(2).transpose(1, 2)  # (B, 64, C), square = 8 * rank + file
-        embedded = torch.selu(self.embedding(tokens))
+        return self.from_tokens(x.flatten(2).transpose(1, 2))  # (B, 64, C), square = 8 * rank + file
+
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, 64, C) -> (B, 1858)
+        embedded = self.act(self.embedding(tokens))
+        for layer in self.encoders:
+            embedded = layer(embedded)
         queries, keys = self.wq(embedded), self.wk(embedded)  # (B, 64, d)
         logits = torch.matmul(queries, keys.transpose(1, 2)) * self.scale  # (B, 64 from, 64 to)
         offsets = self.ppo(keys[:, 56:64])  # (B, 8 to-files, 4); lc0 does not scale these by 1 / sqrt(d)

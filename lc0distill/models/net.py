@@ -87,6 +87,8 @@ def count_parameters(net: nn.Module) -> int:
 
 def flops_per_position(net: nn.Module) -> int:
     """Multiply-adds x 2 of the convolutions and dense layers for one position (8x8 board)."""
+    if hasattr(net, "flops"):  # an attention body counts its own (tokens, attention products)
+        return net.flops()
     total = 0
     per_square = {id(m) for head in net.modules() if isinstance(head, AttentionPolicy) for m in head.modules()}
     for module in net.modules():

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from lc0distill.errors import Lc0DistillError
 from lc0distill.fileio import write_atomic
 from lc0distill.models.config import NetConfig, check_net_size
+from lc0distill.models.build import build_net
 from lc0distill.models.net import SEResNet
 
 NET_FILE_FORMAT = "lc0distill-net"
@@ -44,7 +45,7 @@ def load_model(path: str | os.PathLike) -> SEResNet:
 def model_from_state(state: dict, path: str | os.PathLike = "net file") -> SEResNet:
     """The net a saved state describes; a config or weights that do not fit are one error naming the file."""
     config = check_state(state, path)
-    model = SEResNet(config)
+    model = build_net(config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -70,7 +71,7 @@ def check_state(state: dict, path: str | os.PathLike = "net file") -> NetConfig:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise Lc0DistillError(f"{path}: model: {name} holds non-finite values (NaN or infinity)")
     with torch.device("meta"):
-        skeleton = SEResNet(config)
+        skeleton = build_net(config)
     try:
         # A plain copy: load_state_dict(assign=True) writes "assign" into the dict's _metadata, and a later
         # load of the same dict into the real net would then replace its parameters instead of copying into

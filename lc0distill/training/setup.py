@@ -68,11 +68,13 @@ def set_train_mode(model: torch.nn.Module, freeze_batch_norm: bool) -> None:
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Weight decay on conv and dense weights only (lczero's L2 on kernels), not on BN or biases. Fused
+    """Weight decay on conv and dense weights only (lczero's L2 on kernels), not on norms, biases or an attention
+    body's input gates (a scale and offset per square and channel). Fused
     (one kernel for all parameters, on CPU and CUDA alike), which is what lets the non-finite guard skip a step
     on the device: a fused optimizer reads its `found_inf` flag there (lc0distill.guard.guarded_update)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    other = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    decays = {n: p.ndim > 1 and not n.startswith("gate_") for n, p in model.named_parameters()}
+    decay = [p for n, p in model.named_parameters() if decays[n]]
+    other = [p for n, p in model.named_parameters() if not decays[n]]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.lr.lr, momentum=config.momentum,

@@ -1,7 +1,7 @@
 """The nets the engine tests give lc0: every variant the exporter writes, random and briefly trained.
 
 Variants cover every pair of levels of the six NetConfig choices (policy head convolution, classical or attention,
-value head, moves-left, activation, SE, input format 1/3/5) in thirteen small nets, plus a 128x10 with classical policy, moves-left and
+value head, moves-left, activation, SE, input format 1/3/5) in thirteen small nets, plus a 64x6 with classical policy, moves-left and
 Mish. Random nets get non-trivial batch-norm statistics (folding matters); trained nets take a few SGD steps
 on real lc0 chunks of their own input format from ../shared, in train mode, so that weights and the running
 batch-norm statistics come from data.
@@ -17,7 +17,9 @@ import torch
 
 from lc0distill.chunks.config import DataConfig, make_loader
 from lc0distill.chunks.sources import find_chunks
-from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead
+from lc0distill.models.build import build_net
+from lc0distill.models.config import Activation, Body, NetConfig, PolicyHead, ValueHead
+from lc0distill.models.init import randomize_normalisations
 from lc0distill.models.net import SEResNet
 from tests.conftest import SHARED
 from tests.nets import randomize_batch_norm
@@ -64,8 +66,8 @@ for _row in _ROWS:
     VARIANTS[_name(_fields)] = NetConfig(**SMALL, **_fields)
 NARROW = "narrow-value-head-conv-wdl-mlh-relu-se-fmt1"
 VARIANTS[NARROW] = NetConfig(**{**SMALL, "value_channels": 8, "value_hidden": 32, "se_channels": 4})
-BIG = "128x10-classical-wdl-mlh-mish-se-fmt1"
-VARIANTS[BIG] = NetConfig(filters=128, blocks=10, se_channels=16, policy=PolicyHead.CLASSICAL, value=ValueHead.WDL,
+BIG = "64x6-classical-wdl-mlh-mish-se-fmt1"  # maia's size: a real net's depth and widths, at a CI's cost
+VARIANTS[BIG] = NetConfig(filters=64, blocks=6, se_channels=8, policy=PolicyHead.CLASSICAL, value=ValueHead.WDL,
                           moves_left=True, activation=Activation.MISH, input_format=1)
 
 
@@ -86,7 +88,10 @@ def uncovered_pairs() -> list[tuple]:
 def random_net(config: NetConfig, seed: int = 0) -> SEResNet:
     """Random weights, random batch-norm statistics and affine parameters, moves-left around 30 plies."""
     torch.manual_seed(seed)
-    net = randomize_batch_norm(SEResNet(config))
+    if config.body == Body.ATTENTION:  # layer-norm affines and gates, as `net init` randomises them
+        net = randomize_normalisations(build_net(config), torch.Generator().manual_seed(seed))
+    else:
+        net = randomize_batch_norm(SEResNet(config))
     with torch.no_grad():
         if net.moves_left is not None:  # tens of plies, as real nets say: ReLU active, so the head is compared
             net.moves_left.fc2.bias.uniform_(20.0, 40.0)

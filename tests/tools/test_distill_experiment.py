@@ -75,7 +75,7 @@ def test_a_smoke_run_has_the_documented_shape(tmp_path):
     if not (SELFPLAY.exists() and (SHARED / "nets" / "maia-1900.pb.gz").exists()):
         pytest.skip("../shared's maia-1900 self-play and net are absent")
     argv = ["--quick", "--student", "16x2", "--out", str(tmp_path), "--match-nodes", "1", "--match-games", "4",
-            "--json"]
+            "--played-games", "6", "--json"]
     done = subprocess.run([sys.executable, str(TOOL), *argv], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)

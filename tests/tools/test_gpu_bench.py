@@ -19,11 +19,12 @@ def test_gpu_bench_quick_runs_on_the_cpu_and_prints_one_table(tmp_path):
         pytest.skip(f"the shared self-play data is absent ({SELFPLAY})")
     data = tmp_path / "games"
     data.mkdir()
-    for path in sorted(SELFPLAY.glob("game_*.gz"))[:40]:
+    for path in sorted(SELFPLAY.glob("game_*.gz"))[:20]:
         shutil.copy(path, data / path.name)
     out = tmp_path / "bench.json"
     finished = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "gpu_bench.py"), str(data), "--quick",
-                               "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                               "--device", "cpu", "--json", str(out), "--batch-size", "32", "--teacher", "32x4",
+                               "--loader-seconds", "0.5", "--loader-buffer", "2048"], capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert sum(line.split()[:2] == ["section", "setting"] for line in finished.stdout.splitlines() if line.strip()) == 1
     rows = json.loads(out.read_text())["rows"]

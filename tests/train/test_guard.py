@@ -360,3 +360,53 @@ def test_reading_the_flags_later_catches_and_names_the_same_bad_batches(tmp_path
     assert [s["batch"] for s in runs[1]] == [3, 4, 9] and [s["step"] for s in runs[1]] == [2, 2, 6]
     assert all(len(s["positions"]) == 1 and s["what"].startswith("loss (") for s in runs[1])
     assert runs[50] == runs[1]
+
+
+def _linear_and_optimizer():
+    from lc0distill.config import TrainConfig
+    from lc0distill.training.setup import make_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    return model, make_optimizer(TrainConfig(), model)
+
+
+def test_a_skipped_first_step_leaves_the_momentum_as_a_fresh_start():
+    """torch's fused SGD leaves its momentum buffers uninitialised when the first step is skipped on found_inf;
+    make_optimizer's zero buffers make the next applied step exactly a fresh optimizer's first."""
+    from lc0distill.guard import guarded_update
+
+    x = torch.randn(8, 4)
+    fresh, fresh_optimizer = _linear_and_optimizer()
+    fresh(x).sum().backward()
+    fresh_optimizer.step()
+    model, optimizer = _linear_and_optimizer()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    for applied in (False, True):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        guarded_update(model, optimizer, scaler, torch.tensor(applied), 1, Path("."))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
+
+
+def test_under_a_loss_scaler_a_non_finite_loss_skips_the_step_even_with_finite_gradients():
+    """fp16's path (a GradScaler decides the skip from the gradients): a NaN loss part weighed 0 leaves the
+    gradients finite, so they are poisoned; the step is skipped, the scale halves, the next step applies."""
+    from lc0distill.guard import gradients_finite, guarded_update, poison_gradients
+
+    model, optimizer = _linear_and_optimizer()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(8, 4)
+    for nan_part in (True, False):
+        optimizer.zero_grad()
+        loss = model(x).sum() + (0.0 * torch.tensor(float("nan")) if nan_part else 0.0)
+        scaler.scale(loss).backward()
+        assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+        finite = torch.isfinite(loss)
+        poison_gradients(model, finite)
+        applied = finite & gradients_finite(model, optimizer, scaler, 10.0)
+        assert bool(guarded_update(model, optimizer, scaler, applied, 1, Path(".")))
+        unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        assert unchanged == nan_part
+    assert scaler.get_scale() == 512.0

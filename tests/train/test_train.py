@@ -73,8 +73,8 @@ def _train_process(args):
 
 
 def test_sigkill_then_resume_continues_exactly(tmp_path, classical_data):
-    steps, every = 90, 30
-    common = ("train.log_every=1", "train.eval_every=0", f"train.checkpoint_every={every}", "net.size=32x3")
+    steps, every = 60, 20
+    common = ("train.log_every=1", "train.eval_every=0", f"train.checkpoint_every={every}", "net.size=16x2")
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     assert _train_process(_args(classical_data, reference, steps, *common)).wait(timeout=300) == 0
     process = _train_process(_args(classical_data, killed, steps, *common))

@@ -1,0 +1,145 @@
+"""Attention-body nets (net.body: attention) as the lc0 engine computes them: every variant lc0distill writes,
+random (`net init`'s randomisation: layer-norm affines and gates not 1 and 0) and briefly trained, written as
+.pb.gz and evaluated by lc0 v0.31 on positions with history, castling, en passant and promotions.
+
+Bound: lc0's policy, WDL, Q and moves-left against PyTorch on the file as lc0distill reads it within 1e-4
+(the engine table's bound; measured about 1e-7); and against the net the file was written from, LINEAR16's
+own rounding plus at most 1e-4. lc0's positional map is the one lc0 writes into its own ONNX conversion."""
+
+from __future__ import annotations
+
+import subprocess
+
+import chess
+import chess.engine
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from lc0distill.chess.input_formats import is_hectoplies
+from lc0distill.engine.check import compare, pytorch_outputs
+from lc0distill.engine.evaluation import lc0_outputs
+from lc0distill.lc0.weights import read_net, write_net
+from lc0distill.models.attention import AttentionNet, position_map
+from lc0distill.models.config import NetConfig
+from lc0distill.models.init import random_net
+from lc0distill.models.net import RULE50_INPUT_SCALE, RULE50_PLANE
+from tests.engine.netzoo import Training, trained_net
+from tests.engine.test_uci import POSITIONS
+
+pytestmark = pytest.mark.engine
+
+TOLERANCE = 1e-4
+LINEAR16_BOUND = 0.05
+TINY = dict(body="attention", policy="attention", filters=32, blocks=2, heads=4, smolgen_channels=8,
+            smolgen_hidden=32, smolgen_gen=16, policy_embedding=32, policy_d_model=16, moves_left_channels=4,
+            moves_left_hidden=32)
+# every level of each choice, most pairs of them (smolgen on/off, the activations, policy encoder layers
+# on/off, WDL or scalar value, moves-left on/off, gating on/off, input formats 1 and 3)
+VARIANTS = {
+    "smolgen-relu2-swish-wdl-mlh-mish-fmt1": dict(activation="mish"),
+    "nosmolgen-mish-scalar-nomlh-relu-fmt3": dict(smolgen=False, ffn_activation="mish", value="scalar",
+                                                   moves_left=False, activation="relu", input_format=3),
+    "polenc-relu-relu-nogate-wdl-mlh-mish-fmt3": dict(policy_encoders=1, ffn_activation="relu",
+                                                       smolgen_activation="relu", input_gating=False,
+                                                       activation="mish", input_format=3),
+    "polenc-swish-selu-scalar-mlh-relu-fmt1": dict(policy_encoders=1, ffn_activation="swish",
+                                                    smolgen_activation="selu", value="scalar", activation="relu"),
+    "nosmolgen-selu-nogate-wdl-nomlh-mish-fmt1": dict(smolgen=False, ffn_activation="selu", input_gating=False,
+                                                       moves_left=False, activation="mish"),
+}
+KINDS = ("random", "trained")
+
+
+def _architecture(config: NetConfig) -> dict:
+    """What a net computes: the fields of features it lacks dropped, the FFN width as used."""
+    fields = config.model_dump(mode="json")
+    fields["ffn_width"] = config.dff
+    for feature, prefix in (("smolgen", "smolgen_"), ("moves_left", "moves_left_")):
+        if not fields[feature]:
+            fields = {k: v for k, v in fields.items() if not k.startswith(prefix)}
+    return fields
+
+
+@pytest.fixture(scope="module")
+def nets(lc0_binary, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("attention")
+    made = {}
+    for name, extra in VARIANTS.items():
+        config = NetConfig(**TINY, **extra)
+        for kind in KINDS:
+            net = random_net(config) if kind == "random" else trained_net(config, Training(steps=12))
+            path = folder / f"{name}-{kind}.pb.gz"
+            write_net(net, path)
+            made[name, kind] = (config, net, path)
+    return made
+
+
+def test_the_positional_map_is_the_one_lc0_writes_into_its_onnx(lc0_binary, nets, tmp_path):
+    _, _, path = nets["smolgen-relu2-swish-wdl-mlh-mish-fmt1", "random"]
+    out = tmp_path / "net.onnx"
+    done = subprocess.run([str(lc0_binary), "leela2onnx", f"--input={path}", f"--output={out}"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    constant = next(i for i in onnx.load(out).graph.initializer if i.name == "/const/pos_encoding")
+    lc0s = np.frombuffer(constant.raw_data, np.float32).reshape(64, 64)
+    assert np.array_equal(lc0s, position_map().numpy())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lc0_evaluates_our_attention_net_as_pytorch_does(nets, check_boards, check_encoding, variant, kind):
+    config, written, path = nets[variant, kind]
+    info, outputs = lc0_outputs(str(path), check_boards)
+    assert (info.input_format, info.wdl, info.moves_left) == (config.input_format, config.value.value == "wdl",
+                                                              config.moves_left)
+    read = read_net(path)
+    assert isinstance(read, AttentionNet) and _architecture(read.config) == _architecture(config)
+    encoding = check_encoding(config.input_format)
+    same = compare(check_boards, info, outputs, read, encoding=encoding)
+    assert same.positions == len(check_boards) and same.planes_differ == 0 and same.legal_moves_differ == 0
+    assert (same.wdl is None) == (config.value.value == "scalar") and (same.mlh is None) == (not config.moves_left)
+    for name in ("policy", "wdl", "q", "mlh_relative"):
+        value = getattr(same, name)
+        assert value is None or value < TOLERANCE, (name, value)
+    assert same.policy_logits < 1e-4
+    # against the net it was written from: LINEAR16's own rounding (PyTorch on the file against PyTorch on the
+    # written net), plus at most the same-weights bound
+    own = compare(check_boards, info, pytorch_outputs(read, check_boards, encoding), written, encoding=encoding)
+    lc0 = compare(check_boards, info, outputs, written, encoding=encoding)
+    for name in ("policy", "wdl", "q", "mlh_relative"):
+        a, b = getattr(lc0, name), getattr(own, name)
+        assert a is None or (a <= b + TOLERANCE and b < LINEAR16_BOUND), (name, a, b)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lc0_plays_a_legal_move_with_each_attention_net(nets, lc0_binary, variant):
+    _, _, path = nets[variant, "trained"]
+    engine = chess.engine.SimpleEngine.popen_uci(
+        [str(lc0_binary), f"--weights={path}", "--backend=blas", "--threads=1"], timeout=60)
+    try:
+        for name, board in POSITIONS.items():
+            result = engine.play(board, chess.engine.Limit(nodes=50), info=chess.engine.INFO_BASIC)
+            assert result.move in board.legal_moves, (name, result.move)
+            assert result.info.get("nodes", 0) >= 1
+    finally:
+        engine.quit()
+
+
+def test_writing_and_reading_keeps_every_weight(tmp_path):
+    """Without the engine: the file read back is the net written, to LINEAR16's step, every tensor (the gates'
+    [channels][64] layout and the rule50 column's scaling included)."""
+    config = NetConfig(**TINY, **VARIANTS["polenc-relu-relu-nogate-wdl-mlh-mish-fmt3"])
+    for extra in ({}, {"input_gating": True, "input_format": 1}):
+        net = random_net(config.model_copy(update=extra), seed=3)
+        write_net(net, tmp_path / "net.pb.gz")
+        read = read_net(tmp_path / "net.pb.gz")
+        assert _architecture(read.config) == _architecture(net.config)
+        for (name, a), b in zip(net.state_dict().items(), read.state_dict().values()):
+            if name == "embedding.weight" and not is_hectoplies(net.config.input_format):  # file: / 128
+                a, b = a.clone(), b.clone()
+                a[:, RULE50_PLANE] *= RULE50_INPUT_SCALE
+                b[:, RULE50_PLANE] *= RULE50_INPUT_SCALE
+            step = float(a.max() - a.min()) / 65535
+            assert torch.allclose(a, b, atol=step * 0.51 + 1e-7), name
