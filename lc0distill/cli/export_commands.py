@@ -12,7 +12,7 @@ from lc0distill.cli.arguments import input_format, non_negative_float, positive_
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS
 from lc0distill.export.exporter import EXPORT_STAGES, ExportOptions, ExportTarget, convert_onnx_net, export_net
-from lc0distill.export.onnx_graph import DEFAULT_OPSET
+from lc0distill.export.names import DEFAULT_OPSET
 from lc0distill.export.runtime import OnnxNet
 from lc0distill.lc0.weights import Encoding
 from lc0distill.models.store import model_from_state, read_state

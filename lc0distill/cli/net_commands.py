@@ -12,7 +12,6 @@ from pathlib import Path
 
 import chess
 import numpy as np
-import onnx
 import torch
 
 from lc0distill.checks import check_finite_net
@@ -32,7 +31,7 @@ from lc0distill.models.net import count_parameters, flops_per_position
 from lc0distill.nets import NetFileKind, load_inference_net, net_file_kind
 from lc0distill.progress import track
 
-_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+_FLOAT_TYPES = (1, 10, 16)  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16 (onnx is loaded only where needed)
 
 NET_HELP = "an lc0 network file (.pb.gz, weights or embedded ONNX), an lc0distill net or checkpoint (.pt) or an .onnx"
 INPUT_FORMAT_HELP = "input format of a raw .onnx that does not say it (lc0's leela2onnx files; 1 = classical)"
@@ -116,6 +115,8 @@ def lc0_header(path: str) -> dict:
 
 
 def onnx_summary(path: str, kind: NetFileKind, net: OnnxNet) -> dict:
+    import onnx
+
     model = onnx.load_from_string(net.model)
     file_format, header = kind.value, lc0_header(path) if kind == NetFileKind.LC0 else {}
     if header:

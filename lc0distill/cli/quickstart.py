@@ -33,7 +33,6 @@ from lc0distill.config import RunConfig, load_config
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
 from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
-from lc0distill.export.onnx_graph import build_onnx
 from lc0distill.export.runtime import built_onnx_net
 from lc0distill.match.match import MatchOptions, run_match
 from lc0distill.match.openings import builtin_openings
@@ -236,6 +235,8 @@ def _inference_rate(net, batches) -> float:
 
 def _onnx_rate(net, batches) -> float:
     """Positions/s of the same net exported to ONNX and run by onnxruntime, as an engine would run it."""
+    from lc0distill.export.onnx_graph import build_onnx
+
     runtime = built_onnx_net(build_onnx(net).SerializeToString(), net.config, f"{net.config.name}.onnx")
     inputs = [batch.planes.numpy() for batch in batches]
     runtime.run(inputs[0])

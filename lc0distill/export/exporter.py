@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-import onnx
 import torch
 
 from lc0distill.errors import Lc0DistillError
 from lc0distill.export.check_positions import DEFAULT_POSITIONS, check_planes
-from lc0distill.export.onnx_graph import DEFAULT_OPSET, build_onnx
+from lc0distill.export.names import DEFAULT_OPSET
 from lc0distill.export.runtime import OnnxNet, built_onnx_net
 from lc0distill.export.validate import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, non_finite_outputs, output_diff
 from lc0distill.fileio import write_atomic
@@ -116,6 +115,10 @@ def export_net(net: SEResNet, out: str | os.PathLike, options: ExportOptions,
     if options.target == ExportTarget.LC0:
         return _export_lc0(net, out, options, planes, reference, stage)
     stage("build the ONNX graph")
+    import onnx  # here, not at the top: loading onnx is most of a command's start-up
+
+    from lc0distill.export.onnx_graph import build_onnx
+
     model = build_onnx(net, options.opset, options.fp16)
     stage("onnx.checker")
     try:

@@ -26,18 +26,10 @@ from lc0distill.models.config import Activation, PolicyHead, ValueHead
 from lc0distill.models.heads import AttentionPolicy, ClassicalPolicy, ConvolutionPolicy, DenseHead
 from lc0distill.models.net import INPUT_PLANES, SEResNet
 
-INPUT_NAME = "/input/planes"
-POLICY_NAME = "/output/policy"
-WDL_NAME = "/output/wdl"
-VALUE_NAME = "/output/value"
-MLH_NAME = "/output/mlh"
-BATCH_AXIS = "batch"
-DEFAULT_OPSET = 17  # lc0's default
-MIN_OPSET, MAX_OPSET = 9, 22
-MODEL_DOMAIN = "org.lczero.models.*"  # lc0's convention
-PRODUCER = "lc0distill"
-METADATA_INPUT_FORMAT = "lc0distill.input_format"  # lc0's own files carry no input format; ours say it
-METADATA_NET = "lc0distill.net"
+from lc0distill.export.names import (  # noqa: F401  (re-exported: the graph's names)
+    BATCH_AXIS, DEFAULT_OPSET, INPUT_NAME, MAX_OPSET, METADATA_INPUT_FORMAT, METADATA_NET, MIN_OPSET, MLH_NAME,
+    MODEL_DOMAIN, POLICY_NAME, PRODUCER, VALUE_NAME, WDL_NAME,
+)
 
 
 def ir_version_for(opset: int) -> int:

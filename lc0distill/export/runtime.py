@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from google.protobuf.message import DecodeError
 
 from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 from lc0distill.errors import Lc0DistillError
-from lc0distill.export.onnx_graph import (
+from lc0distill.export.names import (
     INPUT_NAME, METADATA_INPUT_FORMAT, METADATA_NET, MLH_NAME, POLICY_NAME, VALUE_NAME, WDL_NAME,
 )
 from lc0distill.lc0.onnx_net import EmbeddedOnnx, OnnxDataType
@@ -44,6 +42,8 @@ class OnnxNetInfo:
 def providers(device: str = "cpu") -> list:
     """onnxruntime providers for a torch-style device name: "cpu", or "cuda[:N]" when this onnxruntime build
     has CUDA (onnxruntime-gpu), with CPU as the fallback for any node CUDA lacks."""
+    import onnxruntime as ort  # here, not at the top: commands that run no ONNX do not load it
+
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         index = int(device.partition(":")[2] or 0)
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
@@ -56,6 +56,8 @@ class OnnxNet:
     def __init__(self, model: bytes, *, path: str, input_name: str, policy: str, wdl: str | None,
                  value: str | None, mlh: str | None, input_format: int | None, threads: int = 0,
                  device: str = "cpu"):
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
         options.log_severity_level = 4  # fatal only: its errors are raised, and reported as one line
@@ -85,6 +87,8 @@ class OnnxNet:
 
     @property
     def opset(self) -> int | None:
+        import onnx
+
         return model_opset(onnx.load_from_string(self.model))
 
     def embedded(self) -> EmbeddedOnnx:
@@ -143,6 +147,8 @@ def open_onnx_file(path: str | os.PathLike, input_format: int | None = None, thr
     """A raw ONNX file with lc0's tensor names. lc0's own files do not say their input format: pass it."""
     data = Path(path).read_bytes()  # kept as they are: a converted file carries the same model bytes
     try:
+        import onnx
+
         model = onnx.load_from_string(data)
     except Exception as error:  # DecodeError and friends
         raise Lc0DistillError(f"{path}: not an ONNX model ({str(error).splitlines()[0]})") from None
@@ -201,6 +207,8 @@ def open_embedded_onnx(embedded: EmbeddedOnnx, path: str | os.PathLike, threads:
     if embedded.data_type == OnnxDataType.BFLOAT16:
         raise Lc0DistillError(f"{path}: bfloat16 ONNX nets are not supported here (float32 and float16 are)")
     try:
+        import onnx
+
         check_finite_weights(onnx.load_from_string(embedded.model), path)
     except DecodeError:
         pass  # onnxruntime names what is wrong with the embedded model when it opens it

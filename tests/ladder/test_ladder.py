@@ -153,7 +153,8 @@ def test_other_held_out_games_are_scored_again_and_nothing_else(ladder):
 def test_a_killed_ladder_resumes_its_rung_and_keeps_the_finished_one(tmp_path):
     _needs_engine_and_artifacts()
     out = tmp_path / "out"
-    command = _command(tmp_path, out, "--set", "train.steps=30", "--set", "train.lr.total_steps=30", measure=False)
+    command = _command(tmp_path, out, "--set", "train.steps=30", "--set", "train.lr.total_steps=30",
+                       "--set", "train.eval_every=15", measure=False)  # two evaluations a rung, not ten
     process = subprocess.Popen([sys.executable, "-m", "lc0distill", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, cwd=PROJECT_ROOT, start_new_session=True)
     second = out / "rungs" / "16x1" / "checkpoint.pt"
