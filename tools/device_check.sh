@@ -6,7 +6,8 @@
 # 1. the card (nvidia-smi) and torch's view of it                              -> card.txt
 # 2. pytest -m cuda: mixed precision vs float32, compiled / channels_last vs eager, device expansion bit for
 #    bit, a resumed run bit-exact, no step that synchronises, DDP over NCCL under torchrun  -> pytest.log
-# 3. tools/gpu_bench.py, eager: 64x6, 128x10, 256x20 at float32, bf16, fp16, channels_last off and on
+# 3. tools/gpu_bench.py, eager: 64x6, 128x10, 256x20 and an attention body bt-256x8 at float32, bf16, fp16,
+#    channels_last off and on
 #                                                                              -> bench-eager.txt / .json
 # 4. tools/gpu_bench.py, 128x10 compiled (bf16, fp16, channels_last), the live teacher against its cache,
 #    host reads, and the loader (shards and gzip chunks, 2 workers) against that training rate
@@ -42,9 +43,9 @@ step() {  # step NAME LIMIT_SECONDS LOG COMMAND...
     echo
 } >> "$summary"
 step "card" 30 "$out/card.txt" bash -c "nvidia-smi; $python -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0))'"
-step "pytest -m cuda" 150 "$out/pytest.log" "$python" -m pytest -m cuda tests/cuda -q -p no:randomly -rs
-step "gpu_bench eager" 130 "$out/bench-eager.txt" "$python" tools/gpu_bench.py --parts train \
-    --sizes 64x6,128x10,256x20 --precisions float32,bf16,fp16 --compile off --channels-last off,on \
+step "pytest -m cuda" 140 "$out/pytest.log" "$python" -m pytest -m cuda tests/cuda -q -p no:randomly -rs
+step "gpu_bench eager" 140 "$out/bench-eager.txt" "$python" tools/gpu_bench.py --parts train \
+    --sizes 64x6,128x10,256x20,bt-256x8 --precisions float32,bf16,fp16 --compile off --channels-last off,on \
     --steps 20 --warmup 2 --repeat 2 --row-seconds 1.5 --json "$out/bench-eager.json"
 step "gpu_bench compiled + teacher + loader" 170 "$out/bench-compiled.txt" "$python" tools/gpu_bench.py \
     --sizes 128x10 --precisions bf16,fp16 --compile on --channels-last on --steps 20 --warmup 2 --repeat 2 \

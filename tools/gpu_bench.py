@@ -2,7 +2,7 @@
 """What a GPU gets out of lc0distill's training: one table of positions/s, peak memory and FLOP/s against the card.
 
   train    the real training step (`Run.train_step`: schedules, forward, loss, backward, clip, the guard, the
-           fused SGD step) of each --sizes net alone, for each --precisions (float32; bf16 and fp16 autocast,
+           fused optimizer step) of each --sizes net alone (SE-ResNets FxB, attention bodies bt-WxL), for each --precisions (float32; bf16 and fp16 autocast,
            CUDA only) with and without torch.compile (--compile) and channels_last (--channels-last), on
            --batch-size positions of real data built on the device before timing and cycled. Peak memory is
            torch's peak allocated on the GPU. FLOP/s = 3 x flops_per_position x positions/s (forward + backward
@@ -51,8 +51,10 @@ from lc0distill.chunks.dataset import BatchLoader, StreamSpec
 from lc0distill.chunks.sources import ChunkSource
 from lc0distill.config import RunConfig
 from lc0distill.distill.teachers import NetTeacher
-from lc0distill.models.config import preset
-from lc0distill.models.net import SEResNet, flops_per_position
+from lc0distill.errors import Lc0DistillError
+from lc0distill.models.build import build_net
+from lc0distill.models.config import NetConfig, preset_sizes
+from lc0distill.models.net import flops_per_position
 from lc0distill.train import Run
 from lc0distill.training.host_reads import HostReads
 
@@ -112,12 +114,26 @@ def card_peak(device: torch.device, override: float | None) -> dict[str, float] 
     return None
 
 
+def net_section(size: str) -> dict:
+    """The net section for a size: FILTERSxBLOCKS (an SE-ResNet preset) or bt-WIDTHxLAYERS (an attention body,
+    a head per 32 channels, smolgen)."""
+    if size.startswith("bt-"):
+        width = preset_sizes(size[3:])["filters"]
+        return {"size": size[3:], "body": "attention", "policy": "attention", "heads": max(1, width // 32),
+                "activation": "mish"}
+    return {"size": size}
+
+
+def net_config(size: str) -> NetConfig:
+    return RunConfig.model_validate({"data": {"paths": ["-"]}, "net": net_section(size)}).net
+
+
 def make_run(size: str, paths: list[Path], device: torch.device, run_dir: str, precision: str, compiled: bool,
              channels_last: bool, teacher: bool = False) -> Run:
     amp = {"float32": "off", "bf16": "bf16", "fp16": "fp16"}[precision]
     config = RunConfig.model_validate({
         "data": {"paths": [str(p) for p in paths], "test_ratio": 0.0, "workers": 0},
-        "net": {"size": size},
+        "net": net_section(size),
         "loss": {"teacher_weight": {"weight": 0.5 if teacher else 0.0}},
         "train": {"device": str(device), "run_dir": run_dir, "amp": amp, "compile": compiled,
                   "channels_last": channels_last},
@@ -139,7 +155,7 @@ def reset_peak(device: torch.device) -> None:
 def train_rows(args, paths, batches, device, peak, run_dir) -> tuple[list[Row], dict]:
     rows, best = [], {}
     for size in args.size_list:
-        flops = flops_per_position(SEResNet(preset(size)))
+        flops = flops_per_position(build_net(net_config(size)))
         for precision in args.precision_list:
             for compiled in args.compile_list:
                 for channels_last in args.channels_last_list:
@@ -171,7 +187,7 @@ def train_rows(args, paths, batches, device, peak, run_dir) -> tuple[list[Row], 
 def teacher_rows(args, paths, batches, device, run_dir) -> list[Row]:
     """The student distilled from a live teacher, and from the same teacher's cached outputs."""
     torch.manual_seed(1)
-    teacher_net = SEResNet(preset(args.teacher))
+    teacher_net = build_net(net_config(args.teacher))
     rows = []
     for kind in ("live", "cache"):
         setting = f"{args.teacher_student} + {args.teacher} {kind}"
@@ -256,7 +272,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("paths", nargs="*", type=Path, help="chunk files or folders (default: ../shared's self-play)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="the small CPU-sized form (CI)")
-    parser.add_argument("--sizes", default="64x6,128x10,256x20")
+    parser.add_argument("--sizes", default="64x6,128x10,256x20,bt-256x8",
+                        help="FILTERSxBLOCKS SE-ResNets and bt-WIDTHxLAYERS attention bodies (default %(default)s)")
     parser.add_argument("--precisions", default="float32,bf16,fp16")
     parser.add_argument("--compile", default="off,on", help="off, on, or off,on")
     parser.add_argument("--channels-last", default="off,on", help="off, on, or off,on")
@@ -282,8 +299,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.device = torch.device(args.device)
         args.size_list = [s.strip() for s in args.sizes.split(",") if s.strip()]
         for size in [*args.size_list, args.teacher, args.teacher_student]:
-            preset(size)
-    except (RuntimeError, ValueError) as error:
+            net_config(size)
+    except (RuntimeError, ValueError, Lc0DistillError) as error:
         parser.error(str(error))
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is available")
