@@ -18,7 +18,7 @@ from lc0distill.cli import main
 from lc0distill.engine import onnx_conversion
 from lc0distill.engine.binary import leela2onnx, uci_search
 from lc0distill.engine.evaluation import lc0_outputs
-from lc0distill.engine.locate import EngineNotFound, find_engine
+from lc0distill.engine.locate import EngineNotFound
 from lc0distill.engine.positions import engine_check_boards
 from lc0distill.errors import Lc0DistillError
 from lc0distill.lc0 import proto

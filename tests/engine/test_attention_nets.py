@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import subprocess
 
-import chess
-import chess.engine
 import numpy as np
 import onnx
 import pytest
@@ -26,7 +24,7 @@ from lc0distill.models.config import NetConfig
 from lc0distill.models.init import random_net
 from lc0distill.models.net import RULE50_INPUT_SCALE, RULE50_PLANE
 from tests.engine.netzoo import Training, trained_net
-from tests.engine.test_uci import POSITIONS
+from tests.engine.test_uci import assert_lc0_plays_legal_moves
 
 pytestmark = pytest.mark.engine
 
@@ -115,16 +113,7 @@ def test_lc0_evaluates_our_attention_net_as_pytorch_does(nets, check_boards, che
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_lc0_plays_a_legal_move_with_each_attention_net(nets, lc0_binary, variant):
-    _, _, path = nets[variant, "trained"]
-    engine = chess.engine.SimpleEngine.popen_uci(
-        [str(lc0_binary), f"--weights={path}", "--backend=blas", "--threads=1"], timeout=60)
-    try:
-        for name, board in POSITIONS.items():
-            result = engine.play(board, chess.engine.Limit(nodes=50), info=chess.engine.INFO_BASIC)
-            assert result.move in board.legal_moves, (name, result.move)
-            assert result.info.get("nodes", 0) >= 1
-    finally:
-        engine.quit()
+    assert_lc0_plays_legal_moves(lc0_binary, nets[variant, "trained"][2])
 
 
 def test_writing_and_reading_keeps_every_weight(tmp_path):

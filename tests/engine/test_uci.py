@@ -36,9 +36,13 @@ def test_the_positions_have_what_they_say():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_lc0_plays_a_legal_move_with_every_variant(zoo, lc0_binary, variant, kind):
-    entry = zoo[variant, kind]
+    assert_lc0_plays_legal_moves(lc0_binary, zoo[variant, kind].path)
+
+
+def assert_lc0_plays_legal_moves(lc0_binary, weights) -> None:
+    """`go nodes 50` with `weights` in lc0 on each of POSITIONS gives a legal move."""
     engine = chess.engine.SimpleEngine.popen_uci(
-        [str(lc0_binary), f"--weights={entry.path}", "--backend=blas", "--threads=1"], timeout=60)
+        [str(lc0_binary), f"--weights={weights}", "--backend=blas", "--threads=1"], timeout=60)
     try:
         for name, board in POSITIONS.items():
             result = engine.play(board, chess.engine.Limit(nodes=50), info=chess.engine.INFO_BASIC)
