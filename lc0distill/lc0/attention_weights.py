@@ -22,20 +22,15 @@ MIN_VERSION = (0, 30, 0)  # lc0 runs attention bodies with smolgen and input gat
 
 
 def attention_network_format(config: NetConfig):
-    wdl = config.value == ValueHead.WDL
-    return NF(
-        input=config.input_format,
-        output=NF.OUTPUT_WDL if wdl else NF.OUTPUT_CLASSICAL,
-        network=NF.NETWORK_ATTENTIONBODY_WITH_HEADFORMAT,
-        policy=NF.POLICY_ATTENTION,
-        value=NF.VALUE_WDL if wdl else NF.VALUE_CLASSICAL,
-        moves_left=NF.MOVES_LEFT_V1 if config.moves_left else NF.MOVES_LEFT_NONE,
-        default_activation=(NF.DEFAULT_ACTIVATION_MISH if config.activation == Activation.MISH
-                            else NF.DEFAULT_ACTIVATION_RELU),
-        smolgen_activation=ACTIVATIONS[config.smolgen_activation],
-        ffn_activation=ACTIVATIONS[config.ffn_activation],
-        input_embedding=NF.INPUT_EMBEDDING_PE_MAP,
-    )
+    """The SE-ResNet's format fields (input, heads, default activation), with the body's own."""
+    from lc0distill.lc0.weights import network_format
+
+    fmt = network_format(config)
+    fmt.network = NF.NETWORK_ATTENTIONBODY_WITH_HEADFORMAT
+    fmt.smolgen_activation = ACTIVATIONS[config.smolgen_activation]
+    fmt.ffn_activation = ACTIVATIONS[config.ffn_activation]
+    fmt.input_embedding = NF.INPUT_EMBEDDING_PE_MAP
+    return fmt
 
 
 def fill_attention_weights(model: AttentionNet, w, write) -> None:
