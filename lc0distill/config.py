@@ -23,7 +23,7 @@ from lc0distill.distill.schedules import (
 )
 from lc0distill.errors import Lc0DistillError
 from lc0distill.lc0.weights import Encoding
-from lc0distill.models.config import Body, NetConfig, preset_sizes
+from lc0distill.models.config import ATTENTION_PRESETS, Body, NetConfig, preset_sizes
 
 
 class _Section(BaseModel):
@@ -285,9 +285,9 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _attention_training_defaults(self) -> "RunConfig":
-        """An attention body trains by default as transformers do (lczero-training's BT recipes): AdamW with
-        decoupled weight decay 0.01 at lr 1e-3 after 250 warmup steps. Only what the recipe leaves unsaid
-        changes; SGD at lc0's rates, the SE-ResNet default, diverges on these nets."""
+        """An attention body trains by default as transformers usually are: AdamW with decoupled weight decay
+        0.01 at lr 1e-3 after 250 warmup steps (SE-ResNets keep lc0's SGD). Only what the recipe leaves unsaid
+        changes."""
         train = self.train
         if self.net.body != Body.ATTENTION or "optimizer" in train.model_fields_set:
             return self
@@ -323,6 +323,8 @@ class RunConfig(_Section):
                 sizes = preset_sizes(size)
             except ValueError:
                 raise ValueError(f"net.size {size!r} is not FILTERSxBLOCKS, e.g. 128x10") from None
+            if net.get("body") == Body.ATTENTION.value and str(size).strip() in ATTENTION_PRESETS:
+                sizes = {**sizes, **ATTENTION_PRESETS[str(size).strip()]}  # heads, smolgen, policy widths
             data = {**data, "net": {**sizes, **net}}
         return data
 

@@ -165,6 +165,18 @@ def _whole_number(value) -> int | None:
 
 
 PRESETS = ("64x6", "128x10", "192x15", "256x20", "256x40", "320x24")
+# attention bodies (net.body: attention, net.size: WIDTHxLAYERS): a head per 16-32 channels, smolgen and the policy
+# head scaled with the width (lc0's BT nets: 1024 wide, 32-wide smolgen compression, 256-wide smolgen layers)
+ATTENTION_PRESETS = {
+    "64x4": dict(heads=4, smolgen_channels=8, smolgen_hidden=64, smolgen_gen=64, policy="attention",
+                 policy_embedding=64, policy_d_model=64),
+    "128x6": dict(heads=4, smolgen_channels=16, smolgen_hidden=128, smolgen_gen=128, policy="attention",
+                  policy_embedding=128, policy_d_model=128),
+    "192x8": dict(heads=6, smolgen_channels=24, smolgen_hidden=192, smolgen_gen=192, policy="attention",
+                  policy_embedding=192, policy_d_model=192),
+    "256x8": dict(heads=8, smolgen_channels=32, smolgen_hidden=256, smolgen_gen=256, policy="attention",
+                  policy_embedding=256, policy_d_model=256),
+}
 
 
 def estimated_parameters(config: NetConfig) -> int:

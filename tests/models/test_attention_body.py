@@ -122,3 +122,15 @@ def test_an_attention_student_distils_through_train(tmp_path, capsys):
     assert train[-1]["lr"] == pytest.approx(1e-3 * 8 / 250)  # AdamW warming up: step 7 of 250
     assert isinstance(read_net(run_dir / "final.pb.gz"), AttentionNet)
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("size, heads, parameters", [("64x4", 4, 945_324), ("256x8", 8, 13_864_748)])
+def test_attention_presets_fill_heads_smolgen_and_policy_and_yield_to_given_keys(size, heads, parameters):
+    net = load_config(None, ["data.paths=[x]", "net.body=attention", f"net.size={size}"]).net
+    assert (net.filters, net.blocks, net.heads, net.policy.value) == (*map(int, size.split("x")), heads, "attention")
+    with torch.device("meta"):
+        assert count_parameters(AttentionNet(net)) == parameters  # the docs' table
+    given = load_config(None, ["data.paths=[x]", "net.body=attention", f"net.size={size}", "net.heads=2"]).net
+    assert given.heads == 2 and given.smolgen_gen == net.smolgen_gen
+    se = load_config(None, ["data.paths=[x]", f"net.size={size}"]).net  # an SE-ResNet of that size: no preset
+    assert se.body.value == "residual" and se.heads == NetConfig().heads
