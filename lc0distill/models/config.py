@@ -98,6 +98,15 @@ class NetConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _attention_policy_by_default(cls, data):
+        """An attention body's policy head is the attention one unless a config says otherwise (it must)."""
+        attention = isinstance(data, dict) and data.get("body") in (Body.ATTENTION, Body.ATTENTION.value)
+        if attention and "policy" not in data:
+            data = {**data, "policy": PolicyHead.ATTENTION}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _se_ratio(cls, data):
         """Accept lczero-training's `se_ratio` (default 8) and store the width it means, so that a net has
         one description whichever way it was given (and reading a file gives back the same config)."""

@@ -134,3 +134,9 @@ def test_attention_presets_fill_heads_smolgen_and_policy_and_yield_to_given_keys
     assert given.heads == 2 and given.smolgen_gen == net.smolgen_gen
     se = load_config(None, ["data.paths=[x]", f"net.size={size}"]).net  # an SE-ResNet of that size: no preset
     assert se.body.value == "residual" and se.heads == NetConfig().heads
+
+
+def test_an_attention_body_takes_the_attention_policy_unless_told_otherwise():
+    assert NetConfig(body="attention").policy.value == "attention"
+    with pytest.raises(ValueError, match="attention policy head"):
+        NetConfig(body="attention", policy="convolution")
