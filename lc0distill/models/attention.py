@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from lc0distill.models.blocks import activation
 from lc0distill.models.config import Activation, NetConfig, ValueHead
 from lc0distill.models.heads import AttentionPolicy
 from lc0distill.models.net import INPUT_PLANES, NetOutput, input_scale
@@ -37,16 +38,6 @@ def position_map() -> torch.Tensor:
     dr, df = (rank[:, None] - rank[None, :]).abs(), (file[:, None] - file[None, :]).abs()
     sees = (dr == 0) | (df == 0) | (dr == df) | ((dr <= 2) & (df <= 2))
     return torch.where(torch.eye(64, dtype=torch.bool), -1.0, sees.float())
-
-
-def activation(kind: Activation) -> nn.Module:
-    return {Activation.RELU: nn.ReLU(), Activation.MISH: nn.Mish(), Activation.SWISH: nn.SiLU(),
-            Activation.RELU_2: SquaredReLU(), Activation.SELU: nn.SELU(), Activation.NONE: nn.Identity()}[kind]
-
-
-class SquaredReLU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x).square()
 
 
 class FFN(nn.Module):

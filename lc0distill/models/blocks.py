@@ -11,7 +11,15 @@ BN_EPSILON = 1e-5  # lc0 folds batch norm with this epsilon
 
 
 def activation(kind: Activation) -> nn.Module:
-    return nn.Mish() if kind == Activation.MISH else nn.ReLU()
+    return {Activation.RELU: nn.ReLU, Activation.MISH: nn.Mish, Activation.SWISH: nn.SiLU,
+            Activation.RELU_2: SquaredReLU, Activation.SELU: nn.SELU, Activation.NONE: nn.Identity}[kind]()
+
+
+class SquaredReLU(nn.Module):
+    """relu(x)^2: the FFN activation of lc0's BT nets (ACTIVATION_RELU_2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
 
 
 class ConvBN(nn.Module):

@@ -51,10 +51,8 @@ class AttentionPolicy(nn.Module):
     def __init__(self, channels: int, embedding: int, d_model: int, kind: Activation = Activation.SELU,
                  encoders: list[nn.Module] = ()):
         super().__init__()
-        from lc0distill.models.attention import activation as any_activation
-
         self.embedding = nn.Linear(channels, embedding)  # ip_pol
-        self.act = any_activation(kind)
+        self.act = activation(kind)
         self.encoders = nn.ModuleList(encoders)  # pol_encoder
         self.wq = nn.Linear(embedding, d_model)  # ip2_pol
         self.wk = nn.Linear(embedding, d_model)  # ip3_pol
