@@ -47,12 +47,6 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     return bool(finite_flag(tensors))
 
 
-def non_finite_rows(tensors: Iterable[torch.Tensor | None]) -> torch.Tensor:
-    """(K,) indices of the batch rows where any of the (B, ...) tensors holds a non-finite value."""
-    bad = non_finite_row_mask(tensors)
-    return torch.zeros(0, dtype=torch.long) if bad is None else torch.nonzero(bad.cpu()).flatten()
-
-
 def non_finite_row_mask(tensors: Iterable[torch.Tensor | None]) -> torch.Tensor | None:
     """(B,) bool on the tensors' device: the rows where any (B, ...) tensor holds a non-finite value (None when
     none is floating point). Each row's sum is non-finite exactly when one of its values is, barring sums of
@@ -81,12 +75,12 @@ def batch_norm_state(model: torch.nn.Module) -> list[torch.Tensor]:
     return [buffer.detach().clone() for buffer in model.buffers()]
 
 
-def restore_batch_norm(model: torch.nn.Module, saved: list[torch.Tensor], keep: torch.Tensor | None = None) -> None:
-    """Put the saved statistics back: all of them, or (`keep`, a () bool on the device) only where the step
-    was not applied, without asking the host which."""
+def restore_batch_norm(model: torch.nn.Module, saved: list[torch.Tensor], keep: torch.Tensor) -> None:
+    """Put the saved statistics back where the step was not applied (`keep`, a () bool on the device: the new
+    ones stay), without asking the host which."""
     with torch.no_grad():
         for buffer, value in zip(model.buffers(), saved):
-            buffer.copy_(value if keep is None else torch.where(keep, buffer, value))
+            buffer.copy_(torch.where(keep, buffer, value))
 
 
 def gradients_finite(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
