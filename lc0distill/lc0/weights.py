@@ -26,6 +26,11 @@ from lc0distill.errors import Lc0DistillError
 from lc0distill.fileio import write_atomic
 from lc0distill.gzipio import GzipError, gunzip
 from lc0distill.lc0 import proto
+from lc0distill.lc0.attention_weights import (
+    MIN_VERSION, attention_config, attention_network_format, fill_attention_weights, is_attention,
+    is_supported_attention, load_attention_weights,
+)
+from lc0distill.models.attention import AttentionNet
 from lc0distill.models.blocks import BN_EPSILON, ConvBN
 from lc0distill.models.config import Activation, NetConfig, PolicyHead, ValueHead, check_net_size
 from lc0distill.models.net import RULE50_INPUT_SCALE, RULE50_PLANE, SEResNet
@@ -238,8 +243,6 @@ _UNSUPPORTED_BODIES = {
 
 def needs_onnx(net) -> str | None:
     """Why a weights file's net is not one lc0distill builds in PyTorch (it then runs through ONNX), or None."""
-    from lc0distill.lc0.attention_weights import is_supported_attention
-
     fmt = net.format.network_format
     if is_supported_attention(net):
         return None
@@ -471,8 +474,6 @@ def _layer_encodings(message) -> set[str]:
 def read_net_info(path: str | os.PathLike) -> NetFileInfo:
     net = open_net(path)
     # ONNX inside, or a net that runs through lc0's ONNX conversion: describe the header
-    from lc0distill.lc0.attention_weights import is_supported_attention
-
     onnx = net.format.network_format.network == NF.NETWORK_ONNX or needs_onnx(net) is not None
     fmt = net.format.network_format if onnx or is_supported_attention(net) else _network_format(net, str(path))
     return NetFileInfo(
@@ -491,8 +492,6 @@ def read_net(path: str | os.PathLike) -> SEResNet:
 
 def net_from_message(net, path: str | os.PathLike) -> SEResNet:
     """The SEResNet (or AttentionNet) of a parsed Net message (`path` names it in errors)."""
-    from lc0distill.lc0.attention_weights import is_supported_attention
-
     if is_supported_attention(net):
         return _attention_from_message(net, str(path))
     config = config_from_net(net, str(path))
@@ -506,9 +505,6 @@ def net_from_message(net, path: str | os.PathLike) -> SEResNet:
 
 
 def _attention_from_message(net, path: str):
-    from lc0distill.lc0.attention_weights import attention_config, load_attention_weights
-    from lc0distill.models.attention import AttentionNet
-
     def fail(message: str):
         raise WeightsError(path, message)
 
@@ -621,9 +617,6 @@ def network_format(config: NetConfig):
 def net_message(model: SEResNet, encoding: Encoding = Encoding.LINEAR16, license: str = "",
                 training_steps: int | None = None):
     """The Net message of `model`, as lc0 loads it."""
-    from lc0distill.lc0.attention_weights import (MIN_VERSION, attention_network_format, fill_attention_weights,
-                                                   is_attention)
-
     encoding = Encoding(encoding)
     net = proto.Net(magic=MAGIC, license=license)
     attention = is_attention(model)
