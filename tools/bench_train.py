@@ -206,13 +206,15 @@ def load_batches(paths: list[Path], batch_size: int, count: int, device: torch.d
     return batches, len(packed), chunks
 
 
-def make_run(student: str, paths: list[Path], device: torch.device, alpha: float, temp: float, run_dir: str) -> Run:
-    """A Run (the real training state: student, optimizer, schedules) at the RunConfig defaults."""
+def make_run(student: str | dict, paths: list[Path], device: torch.device, alpha: float, temp: float, run_dir: str,
+             **train) -> Run:
+    """A Run (the real training state: student, optimizer, schedules) at the RunConfig defaults; `student` is a
+    size or a whole net section, `train` other train settings (amp, compile, channels_last)."""
     config = RunConfig.model_validate({
         "data": {"paths": [str(p) for p in paths], "test_ratio": 0.0, "workers": 0},
-        "net": {"size": student},
+        "net": student if isinstance(student, dict) else {"size": student},
         "loss": {"teacher_weight": {"weight": alpha}, "temperature": {"start": temp}},
-        "train": {"device": str(device), "run_dir": run_dir},
+        "train": {"device": str(device), "run_dir": run_dir, **train},
     })
     return Run(config, log=lambda _: None)
 

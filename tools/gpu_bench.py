@@ -59,6 +59,7 @@ from lc0distill.train import Run
 from lc0distill.training.host_reads import HostReads
 
 from bench_loader import repack_for_bench
+import bench_train
 from bench_train import TrainStepper, cached_teacher, load_batches, measure
 from benchlib import data_paths, find_chunk_files, format_table
 
@@ -131,14 +132,8 @@ def net_config(size: str) -> NetConfig:
 def make_run(size: str, paths: list[Path], device: torch.device, run_dir: str, precision: str, compiled: bool,
              channels_last: bool, teacher: bool = False) -> Run:
     amp = {"float32": "off", "bf16": "bf16", "fp16": "fp16"}[precision]
-    config = RunConfig.model_validate({
-        "data": {"paths": [str(p) for p in paths], "test_ratio": 0.0, "workers": 0},
-        "net": net_section(size),
-        "loss": {"teacher_weight": {"weight": 0.5 if teacher else 0.0}},
-        "train": {"device": str(device), "run_dir": run_dir, "amp": amp, "compile": compiled,
-                  "channels_last": channels_last},
-    })
-    return Run(config, log=lambda _: None)
+    return bench_train.make_run(net_section(size), paths, device, 0.5 if teacher else 0.0, 1.0, run_dir, amp=amp,
+                                compile=compiled, channels_last=channels_last)
 
 
 def peak_memory(device: torch.device) -> float | None:
