@@ -6,6 +6,7 @@ Tests that need them skip with a clear reason when the folder is absent; nothing
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,17 @@ SHARED = PROJECT_ROOT.parent / "shared"
 LC0_DATA = SHARED / "lc0-data"
 SELFPLAY = SHARED / "lc0-selfplay-maia1900"
 ORACLE = SHARED / "oracle" / "maia-1900.lc0-outputs.json"
+
+
+def copy_games(source: Path, folder: Path, count: int) -> Path:
+    """The first `count` game_*.gz chunks of `source` copied into `folder` (made if needed), for a test that
+    changes or needs few of them; skips, saying why, when `source` is absent."""
+    if not source.exists():
+        pytest.skip(f"{source} is absent (../shared holds lc0's own files; see README)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("game_*.gz"))[:count]:
+        shutil.copy(path, folder / path.name)
+    return folder
 
 
 def _require(path: Path) -> Path:

@@ -17,7 +17,7 @@ from lc0distill.distill import losses as L
 from lc0distill.distill.cache import TeacherCache
 from lc0distill.distill.teachers import NetTeacher
 from lc0distill.nets import load_inference_net
-from tests.conftest import SELFPLAY, SHARED
+from tests.conftest import SELFPLAY, SHARED, copy_games
 
 MAIA = SHARED / "nets" / "maia-1900.pb.gz"
 MAIA_1100 = SHARED / "nets" / "maia-1100.pb.gz"
@@ -26,12 +26,9 @@ MAIA_1100 = SHARED / "nets" / "maia-1100.pb.gz"
 @pytest.fixture(scope="module")
 def games(tmp_path_factory) -> Path:
     """30 of the shared self-play games of maia-1900, copied (the tests change some)."""
-    if not SELFPLAY.exists() or not MAIA.exists():
-        pytest.skip(f"the shared self-play data or nets are absent ({SELFPLAY}, {MAIA})")
-    folder = tmp_path_factory.mktemp("games")
-    for path in sorted(SELFPLAY.glob("game_*.gz"))[:30]:
-        shutil.copy(path, folder / path.name)
-    return folder
+    if not MAIA.exists():
+        pytest.skip(f"the shared net {MAIA} is absent")
+    return copy_games(SELFPLAY, tmp_path_factory.mktemp("games"), 30)
 
 
 def _cache(capsys, data, out, *extra) -> dict:

@@ -4,7 +4,6 @@ are the net's (or teacher's) own outputs; with lc0, chunks lc0 itself wrote."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from lc0distill.cli import main
 from lc0distill.distill.teachers import NetTeacher
 from lc0distill.engine.locate import EngineNotFound, find_engine
 from lc0distill.nets import load_inference_net
-from tests.conftest import LC0_DATA, SHARED
+from tests.conftest import LC0_DATA, SHARED, copy_games
 
 MAIA = SHARED / "nets" / "maia-1900.pb.gz"
 
@@ -112,13 +111,7 @@ def test_data_play_is_reproducible_by_seed_whatever_the_batching(capsys, tmp_pat
 
 
 def test_data_label_keeps_planes_and_z_and_takes_the_teachers_policy(capsys, tmp_path):
-    source = LC0_DATA / "v5-maia1100"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    data = tmp_path / "in"
-    data.mkdir()
-    for path in sorted(source.glob("game_*.gz"))[:3]:
-        shutil.copy(path, data / path.name)
+    data = copy_games(LC0_DATA / "v5-maia1100", tmp_path / "in", 3)
     out = tmp_path / "labelled"
     code, summary, err = _run(capsys, "data", "label", data, "--teacher", MAIA, "--out", out, "--json")
     assert code == 0 and summary["chunks"] == 3, err

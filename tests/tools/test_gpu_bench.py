@@ -4,23 +4,17 @@ every section measured, the step's host reads counted at 0, the loader's cores a
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SELFPLAY
+from tests.conftest import PROJECT_ROOT, SELFPLAY, copy_games
 
 
 @pytest.mark.slow
 def test_gpu_bench_quick_runs_on_the_cpu_and_prints_one_table(tmp_path):
-    if not SELFPLAY.exists():
-        pytest.skip(f"the shared self-play data is absent ({SELFPLAY})")
-    data = tmp_path / "games"
-    data.mkdir()
-    for path in sorted(SELFPLAY.glob("game_*.gz"))[:20]:
-        shutil.copy(path, data / path.name)
+    data = copy_games(SELFPLAY, tmp_path / "games", 20)
     out = tmp_path / "bench.json"
     finished = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "gpu_bench.py"), str(data), "--quick",
                                "--device", "cpu", "--json", str(out), "--batch-size", "32", "--teacher", "32x4",

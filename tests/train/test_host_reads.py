@@ -9,7 +9,6 @@ its legal-move counts back from the device, and indexed by the legal mask)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from lc0distill.cli import main
 from lc0distill.config import load_config
 from lc0distill.train import Run
 from lc0distill.training.host_reads import HostReads
-from tests.conftest import SELFPLAY, SHARED
+from tests.conftest import SELFPLAY, SHARED, copy_games
 
 MAIA = SHARED / "nets" / "maia-1900.pb.gz"
 SETTINGS = ["data.workers=0", "data.batch_size=32", "data.sample_rate=1", "data.shuffle_buffer=256",
@@ -28,12 +27,9 @@ SETTINGS = ["data.workers=0", "data.batch_size=32", "data.sample_rate=1", "data.
 
 @pytest.fixture(scope="module")
 def games(tmp_path_factory) -> Path:
-    if not SELFPLAY.exists() or not MAIA.exists():
-        pytest.skip(f"the shared self-play data or nets are absent ({SELFPLAY}, {MAIA})")
-    folder = tmp_path_factory.mktemp("games")
-    for path in sorted(SELFPLAY.glob("game_*.gz"))[:4]:
-        shutil.copy(path, folder / path.name)
-    return folder
+    if not MAIA.exists():
+        pytest.skip(f"the shared net {MAIA} is absent")
+    return copy_games(SELFPLAY, tmp_path_factory.mktemp("games"), 4)
 
 
 def _run(games: Path, run_dir: Path, *extra: str) -> Run:
