@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
     add("--data", nargs="+", default=[str(DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs, @lists")
-    add("--student", default="64x6", help="student size, FILTERSxBLOCKS (the rows: 32x4 and 48x5 close less)")
+    add("--student", default="64x6", help="student size: FILTERSxBLOCKS, an SE-ResNet (the rows: 32x4 and 48x5 "
+        "close less), or bt-WIDTHxLAYERS, an attention-body preset (AdamW at 1e-3, see student_settings)")
     add("--steps", type=int, default=None, help="optimizer steps of every arm (default 4500; --quick 20)")
     add("--batch-size", type=int, default=256)
     add("--lr", type=float, default=0.05, help="peak SGD rate (warmup 5%%, then cosine to 1%%)")
@@ -212,22 +213,31 @@ class Job:
         return Path(self.config.train.run_dir)
 
 
+def student_settings(args, student: str) -> list[str]:
+    """The student's net and optimizer: an SE-ResNet FILTERSxBLOCKS with SGD at --lr (5% warmup, cosine to 1%);
+    an attention body bt-WIDTHxLAYERS (a preset) with what attention bodies train with by default (AdamW,
+    decoupled decay 0.01, lr 1e-3 after 250 warmup steps, cosine to 1e-5: configs/migrate-se-to-bt.yaml)."""
+    common = ["train.lr.kind=cosine", f"train.lr.total_steps={args.steps}", "net.moves_left=false"]
+    if student.startswith("bt-"):
+        return [*common, "net.body=attention", f"net.size={student[3:]}", "train.optimizer=adamw",
+                "train.weight_decay=0.01", "train.lr.lr=0.001", f"train.lr.warmup_steps={min(250, args.steps // 4)}",
+                "train.lr.min_lr=0.00001"]
+    return [*common, f"net.size={student}", "train.optimizer=sgd", f"train.lr.lr={args.lr}",
+            f"train.lr.warmup_steps={max(1, args.steps // 20)}", f"train.lr.min_lr={args.lr / 100}"]
+
+
 def arm_config(args, arm: str, seed: int, data: list[str], validation: str, cache: Path | None,
-               runs: Path) -> RunConfig:
-    warmup = max(1, args.steps // 20)
-    lr = args.lr
+               runs: Path, student: str | None = None) -> RunConfig:
     overrides = [
         f"data.paths={json.dumps(data)}", f"data.test_paths={json.dumps([validation])}", "data.sample_rate=1",
         f"data.batch_size={args.batch_size}", "data.shuffle_buffer=32768", "data.workers=0", f"data.seed={seed}",
-        "data.chunk_order=name", f"net.size={args.student}", "net.moves_left=false",
-        "train.optimizer=sgd", "train.lr.kind=cosine", f"train.lr.lr={lr}", f"train.lr.warmup_steps={warmup}",
-        f"train.lr.total_steps={args.steps}", f"train.lr.min_lr={lr / 100}", f"train.steps={args.steps}",
+        "data.chunk_order=name", *student_settings(args, student or args.student), f"train.steps={args.steps}",
         f"train.seed={seed}", "train.device=cpu", f"train.threads={max(1, (os.cpu_count() or 1) // args.jobs)}",
         f"train.log_every={max(1, args.steps // 10)}", f"train.eval_every={args.eval_every}",
         f"train.eval_positions={10**9}", f"train.checkpoint_every={args.eval_every}", "train.keep_best=true",
         "export.lc0=false",
     ]
-    if arm == "distilled":
+    if arm.startswith("distilled"):
         overrides += [f"teacher.nets={json.dumps([str(args.teacher)])}", f"teacher.cache={json.dumps(str(cache))}",
                       f"loss.teacher_weight.weight={args.teacher_weight}", f"loss.value_distill={args.value_distill}",
                       f"loss.temperature.start={args.temperature}", f"loss.kl_form={args.kl_form}",

@@ -22,7 +22,7 @@ from lc0distill.chess.policy_index import (ATTENTION_POLICY_GATHER, ATTENTION_PO
                                            CONV_POLICY_GATHER, POLICY_SIZE)
 from lc0distill.errors import Lc0DistillError
 from lc0distill.models.blocks import ConvBN, ResidualBlock, SEUnit
-from lc0distill.models.config import Activation, PolicyHead, ValueHead
+from lc0distill.models.config import Activation, Body, PolicyHead, ValueHead
 from lc0distill.models.heads import AttentionPolicy, ClassicalPolicy, ConvolutionPolicy, DenseHead
 from lc0distill.models.net import INPUT_PLANES, SEResNet
 
@@ -30,6 +30,9 @@ from lc0distill.export.names import (  # noqa: F401  (re-exported: the graph's n
     BATCH_AXIS, DEFAULT_OPSET, INPUT_NAME, MAX_OPSET, METADATA_INPUT_FORMAT, METADATA_NET, MIN_OPSET, MLH_NAME,
     MODEL_DOMAIN, POLICY_NAME, PRODUCER, VALUE_NAME, WDL_NAME,
 )
+
+
+ATTENTION_MIN_OPSET = 17  # LayerNormalization
 
 
 def ir_version_for(opset: int) -> int:
@@ -88,6 +91,15 @@ class GraphBuilder:
     def activation(self, name: str, x: str, kind: Activation) -> str:
         if kind == Activation.RELU:
             return self.node("Relu", f"{name}/relu", [x])
+        if kind == Activation.NONE:
+            return x
+        if kind == Activation.SELU:
+            return self.node("Selu", f"{name}/selu", [x])
+        if kind == Activation.SWISH:
+            return self.node("Mul", f"{name}/swish", [self.node("Sigmoid", f"{name}/swish/sigmoid", [x]), x])
+        if kind == Activation.RELU_2:  # relu(x)^2, as lc0 names it
+            relu = self.node("Relu", f"{name}/sqrrelu/relu", [x])
+            return self.node("Mul", f"{name}/sqrrelu/sqr", [relu, relu])
         if self.opset >= 18:
             return self.node("Mish", f"{name}/mish", [x])
         softplus = self.node("Softplus", f"{name}/mish/softplus", [x])
@@ -192,11 +204,17 @@ def _classical_policy(g: GraphBuilder, x: str, head: ClassicalPolicy, kind: Acti
 def _attention_policy(g: GraphBuilder, x: str, head: AttentionPolicy) -> str:
     """lc0's attention policy graph (see models/heads.py AttentionPolicy); the Slice names lack the leading
     slash in lc0's converter too."""
-    channels, d_model = head.embedding.in_features, head.wq.out_features
+    channels = head.embedding.in_features
     flow = g.node("Transpose", "/policy/dense1/transpose", [x], perm=[0, 2, 3, 1])  # (B, 8, 8, C)
     flow = g.reshape("/policy/dense1/reshape", flow, "/const/policy_shape", [-1, channels])  # (B*64, C)
     flow = g.node("Selu", "/policy/dense1/selu",
                   [g.dense("/policy/dense1/matmul", "/policy/dense1/add", flow, head.embedding)])
+    return attention_policy_logits(g, flow, head)
+
+
+def attention_policy_logits(g: GraphBuilder, flow: str, head: AttentionPolicy) -> str:
+    """From the embedded tokens (B*64, E) to /output/policy: queries, keys, promotions, the gather."""
+    d_model = head.wq.out_features
     queries = g.reshape("/policy/Q/reshape", g.dense("/policy/Q/matmul", "/policy/Q/add", flow, head.wq),
                         "/const/QK_shape", [-1, 64, d_model])
     keys = g.reshape("/policy/K/reshape", g.dense("/policy/K/matmul", "/policy/K/add", flow, head.wk),
@@ -262,7 +280,15 @@ def build_onnx(net: SEResNet, opset: int = DEFAULT_OPSET, fp16: bool = False) ->
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise Lc0DistillError(f"--opset {opset}: supported opsets are {MIN_OPSET} to {MAX_OPSET} (lc0 uses 17)")
     g = GraphBuilder(opset, fp16)
-    outputs = _graph_nodes(g, net)
+    if getattr(net.config, "body", None) == Body.ATTENTION:
+        if opset < ATTENTION_MIN_OPSET:
+            raise Lc0DistillError(f"--opset {opset}: attention bodies need opset {ATTENTION_MIN_OPSET} or later "
+                                  f"(LayerNormalization), as lc0's converter writes them")
+        from lc0distill.export.onnx_attention import attention_graph_nodes  # it builds on this module's builder
+
+        outputs = attention_graph_nodes(g, net)
+    else:
+        outputs = _graph_nodes(g, net)
     elem = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     graph = helper.make_graph(
         g.nodes, f"lc0distill/{net.config.name}",

@@ -4,7 +4,11 @@ random (`net init`'s randomisation: layer-norm affines and gates not 1 and 0) an
 
 Bound: lc0's policy, WDL, Q and moves-left against PyTorch on the file as lc0distill reads it within 1e-4
 (the engine table's bound; measured about 1e-7); and against the net the file was written from, LINEAR16's
-own rounding plus at most 1e-4. lc0's positional map is the one lc0 writes into its own ONNX conversion."""
+own rounding plus at most 1e-4. lc0's positional map is the one lc0 writes into its own ONNX conversion.
+
+ONNX: lc0's `leela2onnx` of each file equals our export of the same file node for node (names, order,
+attributes, inputs and outputs; every initializer bit for bit), after the moves-left output's two known
+differences (tests/engine/test_leela2onnx.py); onnxruntime on both agrees within 1e-5."""
 
 from __future__ import annotations
 
@@ -12,10 +16,15 @@ import subprocess
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
 
 from lc0distill.chess.input_formats import is_hectoplies
+from lc0distill.engine.binary import leela2onnx
+from lc0distill.export.check_positions import builtin_planes
+from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
 from lc0distill.engine.check import compare, pytorch_outputs
 from lc0distill.engine.evaluation import lc0_outputs
 from lc0distill.lc0.weights import read_net, write_net
@@ -24,6 +33,7 @@ from lc0distill.models.config import NetConfig
 from lc0distill.models.init import random_net
 from lc0distill.models.net import RULE50_INPUT_SCALE, RULE50_PLANE
 from tests.engine.netzoo import Training, trained_net
+from tests.engine.test_leela2onnx import _facts, _normalised
 from tests.engine.test_uci import assert_lc0_plays_legal_moves
 
 pytestmark = pytest.mark.engine
@@ -132,3 +142,51 @@ def test_writing_and_reading_keeps_every_weight(tmp_path):
                 b[:, RULE50_PLANE] *= RULE50_INPUT_SCALE
             step = float(a.max() - a.min()) / 65535
             assert torch.allclose(a, b, atol=step * 0.51 + 1e-7), name
+
+
+@pytest.fixture(scope="module")
+def conversions(nets, lc0_binary, tmp_path_factory) -> dict:
+    """(variant, kind) -> (lc0's leela2onnx of the file, our export of the file as read)."""
+    folder = tmp_path_factory.mktemp("attention-onnx")
+    out = {}
+    for (name, kind), (_, _, path) in nets.items():
+        theirs = onnx.load(str(leela2onnx(lc0_binary, path, folder / f"{name}-{kind}.lc0.onnx")))
+        ours = folder / f"{name}-{kind}.ours.onnx"
+        export_net(read_net(path), ours, ExportOptions(target=ExportTarget.ONNX, check_positions=16))
+        out[name, kind] = theirs, onnx.load(str(ours))
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_leela2onnx_of_our_attention_net_is_our_export_node_for_node(nets, conversions, variant, kind):
+    config = nets[variant, kind][0]
+    theirs, ours = conversions[variant, kind]
+    assert theirs.producer_name == "Lc0" and theirs.opset_import[0].version == ours.opset_import[0].version == 17
+    normal = _normalised(theirs, config.moves_left and config.activation.value == "mish")
+    assert _facts(ours) == _facts(normal)
+    assert list(ours.graph.input) == list(normal.graph.input)
+    assert list(ours.graph.output) == list(normal.graph.output)
+    lc0_tensors = {t.name: numpy_helper.to_array(t) for t in normal.graph.initializer}
+    assert [t.name for t in ours.graph.initializer] == list(lc0_tensors)
+    for tensor in ours.graph.initializer:
+        mine, lc0s = numpy_helper.to_array(tensor), lc0_tensors[tensor.name]
+        assert mine.dtype == lc0s.dtype and np.array_equal(mine, lc0s), tensor.name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_leela2onnx_of_our_attention_net_computes_what_our_export_computes(nets, conversions, variant):
+    config = nets[variant, "trained"][0]
+    planes = builtin_planes(config.input_format, 32).numpy()
+
+    def run(model):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return dict(zip([o.name for o in model.graph.output], session.run(None, {"/input/planes": planes})))
+
+    theirs, ours = (run(model) for model in conversions[variant, "trained"])
+    assert set(theirs) == set(ours)
+    for name in ours:
+        if name == "/output/mlh" and config.activation.value == "mish":
+            continue  # lc0's converter: mish on the moves-left output, lc0's engine and we: relu
+        scale = np.maximum(1.0, np.abs(ours[name])) if name == "/output/mlh" else 1.0
+        assert np.max(np.abs(theirs[name] - ours[name]) / scale) < 1e-5, name

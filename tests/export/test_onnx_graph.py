@@ -176,3 +176,37 @@ def test_an_onnx_teacher_teaches_what_the_pytorch_teacher_teaches(tmp_path, self
     for (step_a, policy_a, value_a), (step_b, policy_b, value_b) in zip(losses["pytorch"], losses["onnx"]):
         assert step_a == step_b
         assert policy_b == pytest.approx(policy_a, rel=1e-4) and value_b == pytest.approx(value_a, rel=1e-4)
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+@pytest.mark.parametrize("variant", [dict(activation="mish", input_format=1),
+                                     dict(smolgen=False, input_gating=False, policy_encoders=1, value="scalar",
+                                          ffn_activation="swish", activation="relu", input_format=3)])
+def test_an_attention_body_exports_and_onnxruntime_computes_what_pytorch_does(tmp_path, variant, fp16):
+    """Without the engine (the node-for-node comparison with leela2onnx is tests/engine/test_attention_nets.py):
+    the export's own check against PyTorch passes, float32 and float16."""
+    from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
+    from lc0distill.models.config import NetConfig
+    from lc0distill.models.init import random_net
+
+    config = NetConfig(body="attention", policy="attention", filters=32, blocks=2, heads=4, smolgen_channels=8,
+                       smolgen_hidden=32, smolgen_gen=16, policy_embedding=32, policy_d_model=16, **variant)
+    report = export_net(random_net(config, seed=1), tmp_path / "net.onnx",
+                        ExportOptions(target=ExportTarget.ONNX, fp16=fp16, check_positions=32))
+    assert report.check.worst <= (5e-2 if fp16 else 1e-4)
+    model = onnx.load(str(tmp_path / "net.onnx"))
+    assert model.graph.node[0].name == "/attn_body/transpose"
+    norms = 2 * config.blocks * (1 + config.smolgen) + 2 * config.policy_encoders  # per encoder 2, smolgen 2
+    assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == norms
+
+
+def test_an_attention_body_below_opset_17_is_a_clear_error(tmp_path):
+    from lc0distill.errors import Lc0DistillError
+    from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
+    from lc0distill.models.config import NetConfig
+    from lc0distill.models.init import random_net
+
+    net = random_net(NetConfig(body="attention", filters=32, blocks=1, heads=4, smolgen=False), seed=1)
+    with pytest.raises(Lc0DistillError, match="opset 17 or later"):
+        export_net(net, tmp_path / "net.onnx", ExportOptions(target=ExportTarget.ONNX, opset=13))
+    assert not (tmp_path / "net.onnx").exists()

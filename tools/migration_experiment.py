@@ -1,0 +1,213 @@
+"""Migration on equal terms (issue 30): one teacher distilled into an SE-ResNet student and into an attention-body
+(BT) student of about the same parameter count, the same positions in the same order for the same steps and
+seeds, scored on held-out games that nothing was tuned on, and the two students matched in lc0.
+
+    python tools/migration_experiment.py                        # maia-1900 into a 64x6 SE and a bt-64x4 student
+    python tools/migration_experiment.py --quick                # a smoke run of a few minutes
+
+The data, the split and the distillation are tools/distill_experiment.py's (its reference settings: the lc0
+games split by a hash of their names into training, validation and held-out games, --played-games games the
+teacher played itself, the teacher's cached outputs at T=2 in Hinton's form with weight 1 on policy and value,
+4,500 steps of 256, the best checkpoint on the validation games). Each student trains as its family trains by
+default: the SE student with SGD at --lr (the distillation experiment's), the BT student with AdamW at 1e-3,
+decoupled decay 0.01 and 250 warmup steps (configs/migrate-se-to-bt.yaml); neither was tuned here. Both arms
+read the same files in the same order (the digest of every position read is compared: `equal_positions`).
+
+Figures per student: parameters, FLOPs per position, held-out policy loss, top-1, value MSE and CE (and the
+teacher's), training positions/s (the two runs train at once, one thread each: the same conditions for both),
+nps in lc0 (the same binary, backend and threads for both), and the match of the first student against the
+second in lc0 at each --match-nodes, pentanomial Elo with its 95% interval. The folder layout is
+distill_experiment's: a killed experiment continues where it stopped. OUT/result.md and OUT/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import distill_experiment as experiment  # noqa: E402  (a sibling script: the data, runs and scoring)
+from lc0distill.errors import Lc0DistillError  # noqa: E402
+from lc0distill.fileio import file_sha256  # noqa: E402
+from lc0distill.models.store import load_model  # noqa: E402
+from lc0distill.nets import load_net  # noqa: E402
+
+DEFAULT_OUT = experiment.PROJECT_ROOT / "runs" / "migration-experiment"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="migration_experiment.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--teacher", type=Path, default=experiment.DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
+    add("--data", nargs="+", default=[str(experiment.DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs")
+    add("--students", default="bt-64x4,64x6", help="the two students, comma-separated: bt-WIDTHxLAYERS (an "
+        "attention-body preset) or FILTERSxBLOCKS (an SE-ResNet); the match plays the first against the second")
+    add("--steps", type=int, default=None, help="optimizer steps of every run (default 4500; --quick 20)")
+    add("--batch-size", type=int, default=256)
+    add("--lr", type=float, default=0.05, help="the SE student's peak SGD rate (5%% warmup, cosine to 1%%)")
+    add("--seeds", type=int, default=1, help="seeds per student (data order and initial weights)")
+    add("--test-ratio", type=float, default=0.1, help="share of the lc0 games held out for the report")
+    add("--val-ratio", type=float, default=0.1, help="share of the lc0 games that pick each run's best checkpoint")
+    add("--played-games", type=int, default=None, help="teacher-played games in the training data "
+        "(default 3000; --quick 20)")
+    add("--temperature", type=float, default=2.0, help="temperature of the teacher's policy (Hinton's form)")
+    add("--eval-every", type=int, default=None, help="steps between validation evaluations (default: steps/15)")
+    add("--jobs", type=int, default=2, help="runs trained at once (each with cores/jobs threads)")
+    add("--match-games", type=int, default=200, help="lc0 games at each --match-nodes, split over the seeds")
+    add("--match-nodes", default="1,100", help="lc0 nodes per move, comma-separated")
+    add("--nps-positions", type=int, default=8, help="built-in openings each student searches for its nps")
+    add("--nps-seconds", type=float, default=2.0, help="seconds of search on each")
+    add("--out", type=Path, default=DEFAULT_OUT, help="experiment folder (distill_experiment's layout)")
+    add("--json", action="store_true", help="print the result as one JSON object (the log goes to stderr)")
+    add("--quick", action="store_true", help="smoke run: 40 training games, 20 played, 8 validation and 8 "
+        "held-out games, 20 steps, 8 match games, 1 nps position of 0.2 s")
+    args = parser.parse_args(argv)
+    args.students = [s.strip() for s in args.students.split(",") if s.strip()]
+    args.steps = args.steps or (20 if args.quick else 4500)
+    args.played_games = (20 if args.quick else 3000) if args.played_games is None else args.played_games
+    if args.quick:
+        args.match_games, args.seeds = min(args.match_games, 8), min(args.seeds, 2)
+        args.nps_positions, args.nps_seconds = 1, 0.2
+    args.eval_every = args.eval_every or max(1, args.steps // 15)
+    args.match_nodes = [int(n) for n in args.match_nodes.split(",") if n.strip()]
+    # what distill_experiment's helpers read: the distillation at its reference settings
+    args.student, args.teacher_weight, args.value_distill, args.kl_form = args.students[0], 1.0, 1.0, "hinton"
+    args.teacher_schedule, args.teacher_schedule_at = "constant", 0.5
+    args.played_temperature, args.played_random_plies = 1.0, 4
+    problems = [message for bad, message in (
+        (len(args.students) != 2 or args.students[0] == args.students[1], "--students names two different nets"),
+        (args.steps < 1 or args.batch_size < 1 or args.seeds < 1, "--steps, --batch-size and --seeds must be >= 1"),
+        (not (0 < args.test_ratio and 0 < args.val_ratio and args.test_ratio + args.val_ratio < 1),
+         "--test-ratio and --val-ratio must be > 0 and sum below 1"),
+        (args.temperature <= 0, "--temperature must be > 0"),
+        (any(n < 1 for n in args.match_nodes), "--match-nodes are positive node counts"),
+    ) if bad]
+    if problems:
+        parser.error(problems[0])
+    return args
+
+
+def run_experiment(args) -> dict:
+    from lc0distill.ladder.speed import lc0_nps
+    from lc0distill.ladder.rung import _train_rate
+    from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS
+
+    teacher_net = load_net(args.teacher).eval()
+    split = experiment.split_games([str(p) for p in args.data], args.test_ratio, args.val_ratio)
+    if args.quick:
+        split = experiment.Split(split.train[:40], split.validation[:8], split.held_out[:8])
+    lists = {name: experiment.write_list(args.out / f"{name}_games.txt", getattr(split, name))
+             for name in ("train", "validation", "held_out")}
+    experiment.say(f"data: {len(split.train)} training, {len(split.validation)} validation and "
+                   f"{len(split.held_out)} held-out games; teacher {args.teacher}")
+    played = experiment.teacher_games(args, f"played-{args.played_games}-t1-r4", args.played_games,
+                                      ["--targets", "played", "--temperature", "1", "--random-plies", "4",
+                                       "--seed", "1000"])
+    data = [lists["train"], *played]
+    cache = experiment.teacher_cache(args, args.out, [*data, lists["validation"]])
+    jobs = [experiment.Job(f"distilled-{student}", seed,
+                           experiment.arm_config(args, f"distilled-{student}", seed, data, lists["validation"], cache,
+                                                 args.out / "runs", student))
+            for seed in range(args.seeds) for student in args.students]
+    experiment.train_all(jobs, args.jobs)
+
+    games = experiment.scored_games(split.held_out, 1024 if args.quick else None)
+    experiment.say(f"scoring on held-out games: {sum(len(b) for g in games for b in g):,} positions")
+    teacher = experiment.CachedTeacher(teacher_net)
+    sizes, teacher_metrics = experiment.per_game(teacher, games)
+    students = {}
+    for student in args.students:
+        runs = [job for job in jobs if job.arm == f"distilled-{student}"]
+        nets = [load_model(job.run_dir / "best.pt") for job in runs]
+        per_seed = [experiment.per_game(net, games, teacher)[1] for net in nets]
+        figures = {name: float(sum(experiment.pooled(sizes, s[name]) for s in per_seed) / len(per_seed))
+                   for name, _, _ in experiment.METRICS}
+        figures.update({f"{name}_se": experiment.seed_se([experiment.pooled(sizes, s[name]) for s in per_seed])
+                        for name, _, _ in experiment.METRICS})
+        nps_file = runs[0].run_dir / "nps.json"
+        if not nps_file.exists():
+            experiment.say(f"{student}: nps in lc0 ({args.nps_positions} positions x {args.nps_seconds:g}s)")
+            nps_file.write_text(json.dumps(lc0_nps(runs[0].run_dir / "best.pt", DEFAULT_ENGINE_OPTIONS,
+                                                   args.nps_positions, args.nps_seconds)))
+        students[student] = {
+            "parameters": sum(p.numel() for p in nets[0].parameters()), "flops": _flops(nets[0]),
+            "train_positions_per_second": [_train_rate(job.run_dir) for job in runs],
+            "lc0": json.loads(nps_file.read_text()), **figures,
+            "runs": [{"seed": job.seed, "run": str(job.run_dir), **experiment.best_of(job)} for job in runs]}
+    digests = {tuple(run["data_digest"] for run in students[s]["runs"]) for s in args.students}
+    result = {"equal_positions": len(digests) == 1 and None not in next(iter(digests)), "equal_steps": True,
+              "steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds, "students": students,
+              "order": args.students, "scored_games": len(games), "scored_positions": int(sizes.sum()),
+              "positions": experiment.positions_in(data),
+              "teacher": {"path": str(args.teacher), "sha256": file_sha256(args.teacher),
+                          "parameters": sum(p.numel() for p in teacher_net.parameters()),
+                          **{name: experiment.pooled(sizes, teacher_metrics[name]) for name, _, _ in experiment.METRICS}}}
+    if args.match_games and args.match_nodes:
+        pairs = [(first["run"], second["run"]) for first, second in
+                 zip(students[args.students[0]]["runs"], students[args.students[1]]["runs"])]
+        pairs = [(Path(a) / "best.pt", Path(b) / "best.pt") for a, b in pairs]
+        result["match"] = {f"nodes_{nodes}": experiment.engine_match(args, pairs, nodes) for nodes in args.match_nodes}
+    return result
+
+
+def _flops(net) -> int | None:
+    flops = getattr(net, "flops", None)
+    return int(flops()) if callable(flops) else None
+
+
+def table(result: dict) -> str:
+    metrics = experiment.METRICS
+    lines = [f"| held-out ({result['scored_positions']:,} positions, {result['scored_games']} games) | parameters | "
+             f"{' | '.join(label for _, label, _ in metrics)} | train pos/s | lc0 nps |", "|---" * (len(metrics) + 4) + "|"]
+    teacher = result["teacher"]
+    lines.append(f"| teacher | {teacher['parameters']:,} | {' | '.join(f'{teacher[n]:.4f}' for n, _, _ in metrics)} "
+                 f"| - | - |")
+    for name in result["order"]:
+        student = result["students"][name]
+        rates = [r for r in student["train_positions_per_second"] if r]
+        cells = [f"{student[n]:.4f}" + (f" ± {student[n + '_se']:.4f}" if student.get(n + "_se") else "")
+                 for n, _, _ in metrics]
+        nps = student["lc0"].get("nps")
+        lines.append(f"| {name} ({result['positions']:,} positions, {result['steps']:,} steps) | "
+                     f"{student['parameters']:,} | {' | '.join(cells)} | "
+                     f"{sum(rates) / len(rates) if rates else float('nan'):,.0f} | {nps if nps else '-'} |")
+    text = "\n".join(lines)
+    first, second = result["order"]
+    for key, match in result.get("match", {}).items():
+        if "elo" in match:
+            low, high = match["elo_low"], match["elo_high"]
+            bounds = f"[{low:+.0f}, {high:+.0f}]" if low is not None and high is not None else "(unbounded)"
+            elo = "inf" if match["elo"] is None else format(match["elo"], "+.0f")
+            text += (f"\n\nlc0 at {key.split('_')[1]} node(s), {first} vs {second}, {match['games']} games: "
+                     f"+{match['wins']} ={match['draws']} -{match['losses']}, Elo {elo} 95% {bounds}")
+        else:
+            text += f"\n\nlc0 at {key.split('_')[1]} node(s): {match.get('skipped') or match.get('error')}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_experiment(args)
+    except Lc0DistillError as error:
+        experiment.say(f"migration_experiment.py: {error}")
+        return 2
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "result.md").write_text(table(result) + "\n")
+    experiment.say("\n" + table(result) + f"\n\ntotal time {result['seconds'] / 60:.1f} min")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
