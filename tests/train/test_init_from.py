@@ -126,3 +126,25 @@ def test_set_train_mode_freezes_only_batch_norm(freeze):
     moved = [not torch.equal(net.state_dict()[k], v) for k, v in before.items()]
     assert net.training
     assert (not any(moved) and torch.allclose(out, reference)) if freeze else all(moved)
+
+
+def test_an_attention_body_pb_gz_starts_a_run_exactly(selfplay_dir, tmp_path):
+    """An lc0 attention-body file (NETWORK_ATTENTIONBODY_WITH_HEADFORMAT) as net.init_from: read natively, its
+    architecture taken, every tensor copied (at lr 0 the run's final net is the file's net)."""
+    from lc0distill.lc0.weights import write_net
+    from lc0distill.models.attention import AttentionNet
+    from lc0distill.models.init import random_net
+
+    config = NetConfig(body="attention", policy="attention", filters=32, blocks=1, heads=4, smolgen_channels=8,
+                       smolgen_hidden=16, smolgen_gen=8, policy_embedding=32, policy_d_model=16)
+    write_net(random_net(config, seed=5), tmp_path / "bt.pb.gz")
+    source = read_net(tmp_path / "bt.pb.gz")
+    run = _config(selfplay_dir, tmp_path / "run", f"net.init_from={tmp_path / 'bt.pb.gz'}", "train.steps=2",
+                  "train.lr.lr=0", "train.weight_decay=0")
+    run = with_init_architecture(run)
+    assert run.net == source.config and run.net.body.value == "attention"
+    train(run, log=lambda line: None)
+    final = load_model(tmp_path / "run" / "final.pt")
+    assert isinstance(final, AttentionNet)
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(final.state_dict()[name], tensor), name
