@@ -17,7 +17,8 @@ Figures per student: parameters, FLOPs per position, held-out policy loss, top-1
 teacher's), training positions/s (the two runs train at once, one thread each: the same conditions for both),
 nps in lc0 (the same binary, backend and threads for both), and the match of the first student against the
 second in lc0 at each --match-nodes, pentanomial Elo with its 95% interval. The folder layout is
-distill_experiment's: a killed experiment continues where it stopped. OUT/result.md and OUT/result.json.
+distill_experiment's: a killed experiment continues where it stopped (runs resume from their checkpoints;
+finished runs, nps figures and matches are kept). OUT/result.md and OUT/result.json.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distill_experiment as experiment  # noqa: E402  (a sibling script: the data, runs and scoring)
 from lc0distill.errors import Lc0DistillError  # noqa: E402
 from lc0distill.fileio import file_sha256  # noqa: E402
+from lc0distill.models.net import flops_per_position, count_parameters  # noqa: E402
 from lc0distill.models.store import load_model  # noqa: E402
 from lc0distill.nets import load_net  # noqa: E402
 
@@ -94,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_experiment(args) -> dict:
     from lc0distill.ladder.speed import lc0_nps
-    from lc0distill.ladder.rung import _train_rate
+    from lc0distill.ladder.rung import train_rate
     from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS
 
     teacher_net = load_net(args.teacher).eval()
@@ -135,8 +137,8 @@ def run_experiment(args) -> dict:
             nps_file.write_text(json.dumps(lc0_nps(runs[0].run_dir / "best.pt", DEFAULT_ENGINE_OPTIONS,
                                                    args.nps_positions, args.nps_seconds)))
         students[student] = {
-            "parameters": sum(p.numel() for p in nets[0].parameters()), "flops": _flops(nets[0]),
-            "train_positions_per_second": [_train_rate(job.run_dir) for job in runs],
+            "parameters": count_parameters(nets[0]), "flops": flops_per_position(nets[0]),
+            "train_positions_per_second": [train_rate(job.run_dir) for job in runs],
             "lc0": json.loads(nps_file.read_text()), **figures,
             "runs": [{"seed": job.seed, "run": str(job.run_dir), **experiment.best_of(job)} for job in runs]}
     digests = {tuple(run["data_digest"] for run in students[s]["runs"]) for s in args.students}
@@ -145,28 +147,40 @@ def run_experiment(args) -> dict:
               "order": args.students, "scored_games": len(games), "scored_positions": int(sizes.sum()),
               "positions": experiment.positions_in(data),
               "teacher": {"path": str(args.teacher), "sha256": file_sha256(args.teacher),
-                          "parameters": sum(p.numel() for p in teacher_net.parameters()),
-                          **{name: experiment.pooled(sizes, teacher_metrics[name]) for name, _, _ in experiment.METRICS}}}
+                          "parameters": count_parameters(teacher_net), "flops": flops_per_position(teacher_net),
+                          **{name: experiment.pooled(sizes, teacher_metrics[name])
+                             for name, _, _ in experiment.METRICS}}}
     if args.match_games and args.match_nodes:
         pairs = [(first["run"], second["run"]) for first, second in
                  zip(students[args.students[0]]["runs"], students[args.students[1]]["runs"])]
         pairs = [(Path(a) / "best.pt", Path(b) / "best.pt") for a, b in pairs]
-        result["match"] = {f"nodes_{nodes}": experiment.engine_match(args, pairs, nodes) for nodes in args.match_nodes}
+        result["match"] = {f"nodes_{nodes}": played_match(args, pairs, nodes) for nodes in args.match_nodes}
     return result
 
 
-def _flops(net) -> int | None:
-    flops = getattr(net, "flops", None)
-    return int(flops()) if callable(flops) else None
+def played_match(args, pairs: list[tuple[Path, Path]], nodes: int) -> dict:
+    """distill_experiment's match of the first student against the second, kept in OUT/match-nodes-N.json: a
+    rerun (after a kill, or to rewrite the table) does not play the same games again."""
+    kept = args.out / f"match-nodes-{nodes}.json"
+    key = {"pairs": [[str(a), str(b)] for a, b in pairs], "games": args.match_games}
+    if kept.exists():
+        record = json.loads(kept.read_text())
+        if record.get("key") == key:
+            return record["match"]
+    match = experiment.engine_match(args, pairs, nodes)
+    if "elo" in match:  # a skipped or failed match is tried again next time
+        kept.write_text(json.dumps({"key": key, "match": match}, indent=1) + "\n")
+    return match
 
 
 def table(result: dict) -> str:
     metrics = experiment.METRICS
     lines = [f"| held-out ({result['scored_positions']:,} positions, {result['scored_games']} games) | parameters | "
-             f"{' | '.join(label for _, label, _ in metrics)} | train pos/s | lc0 nps |", "|---" * (len(metrics) + 4) + "|"]
+             f"MFLOP | {' | '.join(label for _, label, _ in metrics)} | train pos/s | lc0 nps |",
+             "|---" * (len(metrics) + 5) + "|"]
     teacher = result["teacher"]
-    lines.append(f"| teacher | {teacher['parameters']:,} | {' | '.join(f'{teacher[n]:.4f}' for n, _, _ in metrics)} "
-                 f"| - | - |")
+    lines.append(f"| teacher | {teacher['parameters']:,} | {teacher['flops'] / 1e6:.1f} | "
+                 f"{' | '.join(f'{teacher[n]:.4f}' for n, _, _ in metrics)} | - | - |")
     for name in result["order"]:
         student = result["students"][name]
         rates = [r for r in student["train_positions_per_second"] if r]
@@ -174,7 +188,7 @@ def table(result: dict) -> str:
                  for n, _, _ in metrics]
         nps = student["lc0"].get("nps")
         lines.append(f"| {name} ({result['positions']:,} positions, {result['steps']:,} steps) | "
-                     f"{student['parameters']:,} | {' | '.join(cells)} | "
+                     f"{student['parameters']:,} | {student['flops'] / 1e6:.1f} | {' | '.join(cells)} | "
                      f"{sum(rates) / len(rates) if rates else float('nan'):,.0f} | {nps if nps else '-'} |")
     text = "\n".join(lines)
     first, second = result["order"]

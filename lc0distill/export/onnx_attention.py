@@ -6,7 +6,7 @@ default activation, then the input gates. Each encoder: multi-head attention (qu
 (B, heads, 64, depth); smolgen's logits added before the softmax), the residual as lc0 writes it,
 LN(alpha * x + f(x)) (the same normalised value as our LN(x + f(x) / alpha) up to the epsilon, which is
 divided by alpha^2: 1e-6 either way), the FFN likewise. The heads read the tokens. Names, node order and
-initializer order are lc0 v0.31's (tests/engine/test_attention_onnx.py compares them node for node); the
+initializer order are lc0 v0.31's (tests/engine/test_attention_nets.py compares them node for node); the
 rule50 column of the embedding is scaled for lc0's raw count as in the .pb.gz file.
 """
 
@@ -18,14 +18,15 @@ import torch
 from lc0distill.chess.input_formats import is_hectoplies
 from lc0distill.chess.policy_index import POLICY_SIZE
 from lc0distill.export.names import INPUT_NAME, MLH_NAME, VALUE_NAME, WDL_NAME
-from lc0distill.export.onnx_graph import GraphBuilder, _numpy, attention_policy_logits
+from lc0distill.export.onnx_graph import GraphBuilder, as_numpy, attention_policy_logits
 from lc0distill.models.attention import AttentionNet, EncoderLayer, Smolgen, TokenHead
 from lc0distill.models.config import Activation, NetConfig, ValueHead
 from lc0distill.models.net import INPUT_PLANES, RULE50_INPUT_SCALE, RULE50_PLANE
 
+
 def _layer_norm(g: GraphBuilder, name: str, x: str, norm: torch.nn.LayerNorm) -> str:
-    scale = g.weight(f"{name}/w/scale", _numpy(norm.weight))
-    bias = g.weight(f"{name}/w/bias", _numpy(norm.bias))
+    scale = g.weight(f"{name}/w/scale", as_numpy(norm.weight))
+    bias = g.weight(f"{name}/w/bias", as_numpy(norm.bias))
     return g.node("LayerNormalization", name, [x, scale, bias], axis=1, epsilon=float(norm.eps))
 
 
@@ -49,19 +50,19 @@ def _embedding(g: GraphBuilder, net: AttentionNet) -> str:
     flow = g.node("Concat", "/attn_body/padded_input", [flow, encoding], axis=2)  # (B, 64, 176)
     flow = g.reshape("/attn_body/reshape2", flow, "/const/att_body_shape2", [-1, INPUT_PLANES + 64])
     flow = g.add_bias("/attn_body/add", g.matmul("/attn_body/matmul", flow, _embedding_weight(net)),
-                      _numpy(net.embedding.bias))
+                      as_numpy(net.embedding.bias))
     flow = g.activation("/attn_body", flow, net.config.activation)
     if net.gate_mult is None:
         return flow
     flow = g.reshape("/attn_body/ma_gating/rehape1", flow, "/const/ma_gating/shape1", [-1, 64, c])  # lc0's spelling
-    flow = g.node("Mul", "/ip_mul_gate", [flow, g.weight("/ip_mul_gate/w", _numpy(net.gate_mult))])
-    flow = g.node("Add", "/ip_add_gate", [flow, g.weight("/ip_add_gate/w", _numpy(net.gate_add))])
+    flow = g.node("Mul", "/ip_mul_gate", [flow, g.weight("/ip_mul_gate/w", as_numpy(net.gate_mult))])
+    flow = g.node("Add", "/ip_add_gate", [flow, g.weight("/ip_add_gate/w", as_numpy(net.gate_add))])
     return g.reshape("/attn_body/ma_gating/rehape2", flow, "/const/ma_gating/shape2", [-1, c])
 
 
 def _smolgen(g: GraphBuilder, name: str, x: str, smolgen: Smolgen, weight: str, kind: Activation) -> str:
     """(B*64, C) -> (B, heads, 64, 64) logits."""
-    flow = g.matmul(f"{name}/compress", x, _numpy(smolgen.compress.weight).T)
+    flow = g.matmul(f"{name}/compress", x, as_numpy(smolgen.compress.weight).T)
     flow = g.reshape(f"{name}/compress/reshape", flow, f"/const{name}/compress/shape",
                      [-1, 64 * smolgen.compress.out_features])
     for index, (dense, norm) in enumerate(((smolgen.dense1, smolgen.ln1), (smolgen.dense2, smolgen.ln2)), start=1):
@@ -123,7 +124,7 @@ def attention_graph_nodes(g: GraphBuilder, net: AttentionNet) -> list[tuple[str,
     kind = net.config.activation
     smolgen_weight = None
     if net.smolgen_weight is not None:  # lc0 adds the shared weight first: (gen, 64 * 64)
-        smolgen_weight = g.weight("/const/smolgen_w", _numpy(net.smolgen_weight.weight).T)
+        smolgen_weight = g.weight("/const/smolgen_w", as_numpy(net.smolgen_weight.weight).T)
     flow = _embedding(g, net)
     for index, layer in enumerate(net.encoders):
         flow = _encoder(g, f"/encoder{index}", flow, layer, net.config, smolgen_weight)

@@ -83,7 +83,7 @@ class GraphBuilder:
 
     def dense(self, matmul_name: str, add_name: str, x: str, layer: torch.nn.Linear) -> str:
         """x @ W^T + b as lc0 writes it: MatMul by the (in, out) matrix, then Add of the bias."""
-        return self.add_bias(add_name, self.matmul(matmul_name, x, _numpy(layer.weight).T), _numpy(layer.bias))
+        return self.add_bias(add_name, self.matmul(matmul_name, x, as_numpy(layer.weight).T), as_numpy(layer.bias))
 
     def reshape(self, name: str, x: str, shape_name: str, shape: list[int]) -> str:
         return self.node("Reshape", name, [x, self.initializer(shape_name, np.array(shape, dtype=np.int64))])
@@ -155,7 +155,7 @@ def folded_conv(block: ConvBN, input_scale: np.ndarray | None = None) -> tuple[n
     return kernel * scale[:, None, None, None], bias
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
+def as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().double().cpu().numpy()
 
 
@@ -189,7 +189,7 @@ def _residual_block(g: GraphBuilder, name: str, x: str, block: ResidualBlock, ki
 
 def _convolution_policy(g: GraphBuilder, x: str, head: ConvolutionPolicy, kind: Activation) -> str:
     flow = _conv_block(g, "/policy/conv1", x, head.policy1, kind)
-    flow = g.conv("/policy/conv2", flow, _numpy(head.policy.weight), _numpy(head.policy.bias))  # (B, 80, 8, 8)
+    flow = g.conv("/policy/conv2", flow, as_numpy(head.policy.weight), as_numpy(head.policy.bias))  # (B, 80, 8, 8)
     flow = g.reshape("/policy/flatten", flow, "/const/policy_shape", [-1, CONV_POLICY_CHANNELS * 64])
     mapping = g.initializer("/const/mapping_table", CONV_POLICY_GATHER.astype(np.int32))
     return g.node("Gather", POLICY_NAME, [flow, mapping], axis=1)
@@ -224,7 +224,7 @@ def attention_policy_logits(g: GraphBuilder, flow: str, head: AttentionPolicy) -
                                              g.weight("/policy/scale/w", np.array([head.scale]))])  # (B, 64, 64)
     int_max = np.iinfo(np.int32).max
     rank8 = g.slice("policy/promotion/slice", keys, [0, 56, 0], [int_max, 64, d_model])  # (B, 8, d)
-    offsets = g.matmul("/policy/promotion/matmul", rank8, _numpy(head.ppo.weight).T)  # (B, 8, 4)
+    offsets = g.matmul("/policy/promotion/matmul", rank8, as_numpy(head.ppo.weight).T)  # (B, 8, 4)
     offsets = g.node("Transpose", "/policy/promotion/transpose", [offsets], perm=[0, 2, 1])  # (B, 4, 8)
     pieces, knight = g.split("/policy/promotion/split", offsets, 1, [3, 1])
     offsets = g.node("Add", "/policy/promotion/add", [pieces, knight])  # (B, 3, 8)

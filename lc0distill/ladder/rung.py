@@ -39,7 +39,7 @@ def held_out_metrics(net, paths: tuple[str, ...], positions: int) -> dict:
         return evaluate_net(net, iter(loader), positions, name=str(getattr(net, "name", "the net")))
 
 
-def _train_rate(run_dir: Path) -> float | None:
+def train_rate(run_dir: Path) -> float | None:
     """Positions/s over the run's logged windows (every session of a resumed run)."""
     rates = [r["positions_per_second"] for r in read_records(run_dir / "metrics.jsonl", "train")
              if r.get("positions_per_second")]
@@ -64,7 +64,7 @@ def build_rung(plan: LadderPlan, size: str, log: Callable[[str], None]) -> dict:
         kept = read_json(folder / "best.json")
         record = {"size": size, "recipe": digest, "trained": {
             "steps": result.steps, "seconds_this_session": round(time.perf_counter() - started, 1),
-            "positions_per_second": _train_rate(folder), "best_step": kept.get("step")}}
+            "positions_per_second": train_rate(folder), "best_step": kept.get("step")}}
         write_json(folder / RUNG_FILE, record)
     net_path = folder / STUDENT_FILE
     if "net" not in record:
