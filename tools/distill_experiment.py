@@ -467,12 +467,17 @@ def table(result: dict) -> str:
                  + (f"{diffs[n]['se_seeds']:.4f} seeds, " if diffs[n]["se_seeds"] is not None else "")
                  + f"{diffs[n]['se_games']:.4f} games)" for n, _, _ in METRICS]
         lines.append(f"| distilled - hard | {' | '.join(cells)} |")
-    text = "\n".join(lines)
-    for key, match in result.get("match", {}).items():
+    return "\n".join(lines) + match_lines(result.get("match", {}), "distilled vs hard")
+
+
+def match_lines(matches: dict, pairing: str) -> str:
+    """One paragraph per node count: the games, the score and the Elo with its 95% interval."""
+    text = ""
+    for key, match in matches.items():
         if "elo" in match:
             low, high = match["elo_low"], match["elo_high"]
             bounds = f"[{low:+.0f}, {high:+.0f}]" if low is not None and high is not None else "(unbounded)"
-            text += (f"\n\nlc0 at {key.split('_')[1]} node(s), distilled vs hard, {match['games']} games: "
+            text += (f"\n\nlc0 at {key.split('_')[1]} node(s), {pairing}, {match['games']} games: "
                      f"+{match['wins']} ={match['draws']} -{match['losses']}, Elo "
                      f"{'inf' if match['elo'] is None else format(match['elo'], '+.0f')} 95% {bounds}")
         else:

@@ -14,7 +14,8 @@ decoupled decay 0.01 and 250 warmup steps (configs/migrate-se-to-bt.yaml); neith
 read the same files in the same order (the digest of every position read is compared: `equal_positions`).
 
 Figures per student: parameters, FLOPs per position, held-out policy loss, top-1, value MSE and CE (and the
-teacher's), training positions/s (the two runs train at once, one thread each: the same conditions for both),
+teacher's), training positions/s (with --jobs 2 the two students of a seed train side by side, cores/2 threads
+each: comparable when both ran together, as the log's "2 runs to do" says),
 nps in lc0 (the same binary, backend and threads for both), and the match of the first student against the
 second in lc0 at each --match-nodes, pentanomial Elo with its 95% interval. The folder layout is
 distill_experiment's: a killed experiment continues where it stopped (runs resume from their checkpoints;
@@ -32,8 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import distill_experiment as experiment  # noqa: E402  (a sibling script: the data, runs and scoring)
+import numpy as np  # noqa: E402
+
+from lc0distill.config import load_config  # noqa: E402
 from lc0distill.errors import Lc0DistillError  # noqa: E402
-from lc0distill.fileio import file_sha256  # noqa: E402
+from lc0distill.fileio import file_sha256, read_records  # noqa: E402
 from lc0distill.models.net import flops_per_position, count_parameters  # noqa: E402
 from lc0distill.models.store import load_model  # noqa: E402
 from lc0distill.nets import load_net  # noqa: E402
@@ -67,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--out", type=Path, default=DEFAULT_OUT, help="experiment folder (distill_experiment's layout)")
     add("--json", action="store_true", help="print the result as one JSON object (the log goes to stderr)")
     add("--quick", action="store_true", help="smoke run: 40 training games, 20 played, 8 validation and 8 "
-        "held-out games, 20 steps, 8 match games, 1 nps position of 0.2 s")
+        "held-out games, 20 steps, at most 2 seeds and 8 match games, 1 nps position of 0.2 s")
     args = parser.parse_args(argv)
     args.students = [s.strip() for s in args.students.split(",") if s.strip()]
     args.steps = args.steps or (20 if args.quick else 4500)
@@ -91,14 +95,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ) if bad]
     if problems:
         parser.error(problems[0])
+    for student in args.students:  # a bad name stops here, not after the teacher's games and cache
+        try:
+            load_config(None, ['data.paths=["-"]', *experiment.student_settings(args, student)])
+        except Lc0DistillError as error:
+            parser.error(f"--students {student}: {error}")
     return args
 
 
 def run_experiment(args) -> dict:
-    from lc0distill.ladder.speed import lc0_nps
-    from lc0distill.ladder.rung import train_rate
-    from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS
-
     teacher_net = load_net(args.teacher).eval()
     split = experiment.split_games([str(p) for p in args.data], args.test_ratio, args.val_ratio)
     if args.quick:
@@ -122,47 +127,74 @@ def run_experiment(args) -> dict:
     experiment.say(f"scoring on held-out games: {sum(len(b) for g in games for b in g):,} positions")
     teacher = experiment.CachedTeacher(teacher_net)
     sizes, teacher_metrics = experiment.per_game(teacher, games)
-    students = {}
-    for student in args.students:
-        runs = [job for job in jobs if job.arm == f"distilled-{student}"]
-        nets = [load_model(job.run_dir / "best.pt") for job in runs]
-        per_seed = [experiment.per_game(net, games, teacher)[1] for net in nets]
-        figures = {name: float(sum(experiment.pooled(sizes, s[name]) for s in per_seed) / len(per_seed))
-                   for name, _, _ in experiment.METRICS}
-        figures.update({f"{name}_se": experiment.seed_se([experiment.pooled(sizes, s[name]) for s in per_seed])
-                        for name, _, _ in experiment.METRICS})
-        nps_file = runs[0].run_dir / "nps.json"
-        if not nps_file.exists():
-            experiment.say(f"{student}: nps in lc0 ({args.nps_positions} positions x {args.nps_seconds:g}s)")
-            nps_file.write_text(json.dumps(lc0_nps(runs[0].run_dir / "best.pt", DEFAULT_ENGINE_OPTIONS,
-                                                   args.nps_positions, args.nps_seconds)))
-        students[student] = {
-            "parameters": count_parameters(nets[0]), "flops": flops_per_position(nets[0]),
-            "train_positions_per_second": [train_rate(job.run_dir) for job in runs],
-            "lc0": json.loads(nps_file.read_text()), **figures,
-            "runs": [{"seed": job.seed, "run": str(job.run_dir), **experiment.best_of(job)} for job in runs]}
+    students = {student: student_figures(args, [job for job in jobs if job.arm == f"distilled-{student}"], games,
+                                         sizes, teacher)
+                for student in args.students}
     digests = {tuple(run["data_digest"] for run in students[s]["runs"]) for s in args.students}
-    result = {"equal_positions": len(digests) == 1 and None not in next(iter(digests)), "equal_steps": True,
-              "steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds, "students": students,
-              "order": args.students, "scored_games": len(games), "scored_positions": int(sizes.sum()),
-              "positions": experiment.positions_in(data),
+    final_steps = {run["final_step"] for figures in students.values() for run in figures["runs"]}
+    result = {"equal_positions": len(digests) == 1 and None not in next(iter(digests)),
+              "equal_steps": final_steps == {args.steps}, "steps": args.steps, "batch_size": args.batch_size,
+              "seeds": args.seeds, "students": students, "order": args.students, "scored_games": len(games),
+              "scored_positions": int(sizes.sum()), "positions": experiment.positions_in(data),
               "teacher": {"path": str(args.teacher), "sha256": file_sha256(args.teacher),
                           "parameters": count_parameters(teacher_net), "flops": flops_per_position(teacher_net),
                           **{name: experiment.pooled(sizes, teacher_metrics[name])
                              for name, _, _ in experiment.METRICS}}}
     if args.match_games and args.match_nodes:
-        pairs = [(first["run"], second["run"]) for first, second in
+        pairs = [(Path(first["run"]) / "best.pt", Path(second["run"]) / "best.pt") for first, second in
                  zip(students[args.students[0]]["runs"], students[args.students[1]]["runs"])]
-        pairs = [(Path(a) / "best.pt", Path(b) / "best.pt") for a, b in pairs]
         result["match"] = {f"nodes_{nodes}": played_match(args, pairs, nodes) for nodes in args.match_nodes}
     return result
+
+
+def student_figures(args, runs: list, games: list, sizes, teacher) -> dict:
+    """One student's held-out metrics (mean and SE over its seeds' best checkpoints), size, speeds and runs."""
+    from lc0distill.ladder.rung import train_rate
+
+    nets = [load_model(job.run_dir / "best.pt") for job in runs]
+    per_seed = [experiment.per_game(net, games, teacher)[1] for net in nets]
+    figures = {}
+    for name, _, _ in experiment.METRICS:  # a metric a head lacks (value CE of a scalar value) is left out
+        values = [experiment.pooled(sizes, s[name]) for s in per_seed if name in s]
+        if values:
+            figures[name], figures[f"{name}_se"] = float(np.mean(values)), experiment.seed_se(values)
+    return {"parameters": count_parameters(nets[0]), "flops": flops_per_position(nets[0]),
+            "train_positions_per_second": [train_rate(job.run_dir) for job in runs],
+            "lc0": lc0_speed(args, runs[0].run_dir), **figures,
+            "runs": [{"seed": job.seed, "run": str(job.run_dir), "final_step": final_step(job.run_dir),
+                      **experiment.best_of(job)} for job in runs]}
+
+
+def final_step(run_dir: Path) -> int | None:
+    """The last step the run logged (every run logs its last step)."""
+    steps = [record["step"] for record in read_records(run_dir / "metrics.jsonl", "train")]
+    return max(steps) if steps else None
+
+
+def lc0_speed(args, run_dir: Path) -> dict:
+    """The best checkpoint's nps in lc0 (the match's binary, backend and threads), kept in RUN/nps.json."""
+    from lc0distill.engine.locate import EngineNotFound
+    from lc0distill.ladder.speed import lc0_nps
+    from lc0distill.match.players import DEFAULT_ENGINE_OPTIONS
+
+    kept = run_dir / "nps.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
+    experiment.say(f"{run_dir.name}: nps in lc0 ({args.nps_positions} positions x {args.nps_seconds:g}s)")
+    try:
+        speed = lc0_nps(run_dir / "best.pt", DEFAULT_ENGINE_OPTIONS, args.nps_positions, args.nps_seconds)
+    except EngineNotFound as error:  # not kept: measured once the engine is there
+        return {"nps": None, "skipped": str(error)}
+    kept.write_text(json.dumps(speed))
+    return speed
 
 
 def played_match(args, pairs: list[tuple[Path, Path]], nodes: int) -> dict:
     """distill_experiment's match of the first student against the second, kept in OUT/match-nodes-N.json: a
     rerun (after a kill, or to rewrite the table) does not play the same games again."""
     kept = args.out / f"match-nodes-{nodes}.json"
-    key = {"pairs": [[str(a), str(b)] for a, b in pairs], "games": args.match_games}
+    key = {"pairs": [[str(a), str(b)] for a, b in pairs], "games": args.match_games,
+           "sha256": [[file_sha256(a), file_sha256(b)] for a, b in pairs]}  # a net trained again is matched again
     if kept.exists():
         record = json.loads(kept.read_text())
         if record.get("key") == key:
@@ -185,23 +217,12 @@ def table(result: dict) -> str:
         student = result["students"][name]
         rates = [r for r in student["train_positions_per_second"] if r]
         cells = [f"{student[n]:.4f}" + (f" ± {student[n + '_se']:.4f}" if student.get(n + "_se") else "")
-                 for n, _, _ in metrics]
+                 if n in student else "-" for n, _, _ in metrics]
         nps = student["lc0"].get("nps")
         lines.append(f"| {name} ({result['positions']:,} positions, {result['steps']:,} steps) | "
                      f"{student['parameters']:,} | {student['flops'] / 1e6:.1f} | {' | '.join(cells)} | "
                      f"{sum(rates) / len(rates) if rates else float('nan'):,.0f} | {nps if nps else '-'} |")
-    text = "\n".join(lines)
-    first, second = result["order"]
-    for key, match in result.get("match", {}).items():
-        if "elo" in match:
-            low, high = match["elo_low"], match["elo_high"]
-            bounds = f"[{low:+.0f}, {high:+.0f}]" if low is not None and high is not None else "(unbounded)"
-            elo = "inf" if match["elo"] is None else format(match["elo"], "+.0f")
-            text += (f"\n\nlc0 at {key.split('_')[1]} node(s), {first} vs {second}, {match['games']} games: "
-                     f"+{match['wins']} ={match['draws']} -{match['losses']}, Elo {elo} 95% {bounds}")
-        else:
-            text += f"\n\nlc0 at {key.split('_')[1]} node(s): {match.get('skipped') or match.get('error')}"
-    return text
+    return "\n".join(lines) + experiment.match_lines(result.get("match", {}), " vs ".join(result["order"]))
 
 
 def main(argv: list[str] | None = None) -> int:

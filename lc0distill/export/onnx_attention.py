@@ -4,8 +4,8 @@ Tokens flow as (B*64, C) matrices, squares 8 * rank + file. The embedding: the p
 (B, 64, 112), the 64-channel positional map expanded over the batch and concatenated, a dense layer and the
 default activation, then the input gates. Each encoder: multi-head attention (queries, keys and values as
 (B, heads, 64, depth); smolgen's logits added before the softmax), the residual as lc0 writes it,
-LN(alpha * x + f(x)) (the same normalised value as our LN(x + f(x) / alpha) up to the epsilon, which is
-divided by alpha^2: 1e-6 either way), the FFN likewise. The heads read the tokens. Names, node order and
+LN(alpha * x + f(x)) with epsilon 1e-6, which is our LN(x + f(x) / alpha) with epsilon 1e-6 / alpha^2 (layer
+norm ignores the scale but not the epsilon), the FFN likewise. The heads read the tokens. Names, node order and
 initializer order are lc0 v0.31's (tests/engine/test_attention_nets.py compares them node for node); the
 rule50 column of the embedding is scaled for lc0's raw count as in the .pb.gz file.
 """

@@ -1,4 +1,5 @@
-"""An SEResNet as the ONNX graph lc0's `leela2onnx` emits for the same weights (FORMATS §5.1).
+"""An SEResNet as the ONNX graph lc0's `leela2onnx` emits for the same weights (FORMATS §5.1); attention bodies
+are written by export/onnx_attention.py on this module's GraphBuilder.
 
 Node and tensor names, node order, initializer order and layouts follow lc0's converter, so an exported net
 is a drop-in for lc0's own conversion: input `/input/planes` (batch, 112, 8, 8) with a dynamic axis named
@@ -21,6 +22,7 @@ from lc0distill import __version__
 from lc0distill.chess.policy_index import (ATTENTION_POLICY_GATHER, ATTENTION_POLICY_SIZE, CONV_POLICY_CHANNELS,
                                            CONV_POLICY_GATHER, POLICY_SIZE)
 from lc0distill.errors import Lc0DistillError
+from lc0distill.models.attention import AttentionNet
 from lc0distill.models.blocks import ConvBN, ResidualBlock, SEUnit
 from lc0distill.models.config import Activation, Body, PolicyHead, ValueHead
 from lc0distill.models.heads import AttentionPolicy, ClassicalPolicy, ConvolutionPolicy, DenseHead
@@ -275,12 +277,12 @@ def _graph_nodes(g: GraphBuilder, net: SEResNet) -> list[tuple[str, int]]:
     return outputs
 
 
-def build_onnx(net: SEResNet, opset: int = DEFAULT_OPSET, fp16: bool = False) -> onnx.ModelProto:
+def build_onnx(net: SEResNet | AttentionNet, opset: int = DEFAULT_OPSET, fp16: bool = False) -> onnx.ModelProto:
     """The ONNX model of `net` (float32, or float16 weights, input and outputs with fp16=True)."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise Lc0DistillError(f"--opset {opset}: supported opsets are {MIN_OPSET} to {MAX_OPSET} (lc0 uses 17)")
     g = GraphBuilder(opset, fp16)
-    if getattr(net.config, "body", None) == Body.ATTENTION:
+    if net.config.body == Body.ATTENTION:
         if opset < ATTENTION_MIN_OPSET:
             raise Lc0DistillError(f"--opset {opset}: attention bodies need opset {ATTENTION_MIN_OPSET} or later "
                                   f"(LayerNormalization), as lc0's converter writes them")

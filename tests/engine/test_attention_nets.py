@@ -36,7 +36,7 @@ from lc0distill.models.config import NetConfig
 from lc0distill.models.init import random_net
 from lc0distill.models.net import RULE50_INPUT_SCALE, RULE50_PLANE
 from tests.engine.netzoo import Training, trained_net
-from tests.engine.test_leela2onnx import _facts, _normalised
+from tests.engine.onnx_graphs import facts, normalised
 from tests.engine.test_uci import assert_lc0_plays_legal_moves
 
 pytestmark = pytest.mark.engine
@@ -180,8 +180,8 @@ def test_leela2onnx_of_our_attention_net_is_our_export_node_for_node(nets, conve
     if _refused(config, theirs):
         return
     assert theirs.producer_name == "Lc0" and theirs.opset_import[0].version == ours.opset_import[0].version == 17
-    normal = _normalised(theirs, config.moves_left and config.activation.value == "mish")
-    assert _facts(ours) == _facts(normal)
+    normal = normalised(theirs, config.moves_left and config.activation.value == "mish")
+    assert facts(ours) == facts(normal)
     assert list(ours.graph.input) == list(normal.graph.input)
     assert list(ours.graph.output) == list(normal.graph.output)
     lc0_tensors = {t.name: numpy_helper.to_array(t) for t in normal.graph.initializer}

@@ -10,7 +10,7 @@ export, which follows lc0 v0.31.2's conversion of maia-1900 (tests/export/test_o
    Mul) where lc0's own BLAS backend applies ReLU (as lczero-training builds the head, and as we do): lc0's
    engine and its converter disagree there; we follow the engine (test_lc0_reads_our_nets checks it).
 
-`_normalised` rewrites exactly these in lc0's graph; after it the graphs are node for node the same and every
+`normalised` (tests/engine/onnx_graphs.py) rewrites exactly these in lc0's graph; after it the graphs are node for node the same and every
 initializer is bit for bit lc0's. Numbers: onnxruntime on both graphs agrees within 1e-5. And leela2onnx
 hard-codes the value head's widths (32 channels, 128 hidden): other widths crash it, which the engine's
 backends read fine.
@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from lc0distill.engine.binary import leela2onnx
 from lc0distill.engine.evaluation import Lc0Refused
@@ -32,54 +32,11 @@ from lc0distill.export.exporter import ExportOptions, ExportTarget, export_net
 from lc0distill.lc0.weights import read_net
 from lc0distill.models.config import Activation
 from tests.engine.netzoo import BIG, NARROW, VARIANTS
+from tests.engine.onnx_graphs import facts, normalised
 
 pytestmark = pytest.mark.engine
 
 GRAPH_VARIANTS = [name for name in VARIANTS if name != NARROW]
-
-
-def _facts(model: onnx.ModelProto) -> list[tuple]:
-    return [(n.op_type, n.name, list(n.input), list(n.output),
-             sorted((a.name, str(helper.get_attribute_value(a))) for a in n.attribute)) for n in model.graph.node]
-
-
-def _normalised(model: onnx.ModelProto, mish_mlh: bool) -> onnx.ModelProto:
-    """lc0 v0.31.0-dev's graph with the three known differences (module docstring) written our way."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    nodes = list(graph.node)
-    by_output = {out: n for n in nodes for out in n.output}
-    replace, drop, renames, dropped_initializers = {}, set(), {}, set()
-    for node in nodes:
-        if node.op_type == "GlobalAveragePool":  # 1: GlobalAveragePool + Squeeze -> ReduceMean
-            squeeze = next(n for n in nodes if n.op_type == "Squeeze" and n.input[0] == node.output[0])
-            prefix = node.name.removesuffix("/pooled")
-            replace[node.name] = helper.make_node("ReduceMean", [node.input[0]], [prefix + "/reduce_mean"],
-                                                  name=prefix + "/reduce_mean", axes=[2, 3], keepdims=0)
-            renames[squeeze.output[0]] = prefix + "/reduce_mean"
-            drop.add(squeeze.name)
-            dropped_initializers.add(squeeze.input[1])
-        elif node.op_type == "Identity" and node.output[0] == "/output/mlh":  # 2 and 3
-            source = by_output[node.input[0]]
-            if mish_mlh:
-                chain = {n.name for n in nodes if n.name.startswith("/mlh/dense2/mish")}
-                assert source.name == "/mlh/dense2/mish" and chain == {
-                    "/mlh/dense2/mish", "/mlh/dense2/mish/softplus", "/mlh/dense2/mish/tanh"}
-                drop |= chain
-            else:
-                assert source.op_type == "Relu" and source.name == "/mlh/dense2/relu"
-                drop.add(source.name)
-            replace[node.name] = helper.make_node("Relu", ["/mlh/dense2/add"], ["/output/mlh"], name="/output/mlh")
-    new_nodes = [replace.get(n.name, n) for n in nodes if n.name not in drop]
-    for node in new_nodes:
-        for i, name in enumerate(node.input):
-            node.input[i] = renames.get(name, name)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    kept = [t for t in graph.initializer if t.name not in dropped_initializers]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +63,8 @@ def _mish_mlh(name: str) -> bool:
 def test_leela2onnx_of_our_file_is_our_export_node_for_node(conversions, variant):
     theirs, ours, _ = conversions[variant]
     assert theirs.producer_name == "Lc0" and theirs.opset_import[0].version == ours.opset_import[0].version == 17
-    normal = _normalised(theirs, _mish_mlh(variant))
-    assert _facts(ours) == _facts(normal)
+    normal = normalised(theirs, _mish_mlh(variant))
+    assert facts(ours) == facts(normal)
     assert list(ours.graph.input) == list(normal.graph.input)
     assert list(ours.graph.output) == list(normal.graph.output)
     lc0_tensors = {t.name: numpy_helper.to_array(t) for t in normal.graph.initializer}
