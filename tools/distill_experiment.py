@@ -65,20 +65,27 @@ METRICS = (("policy_loss", "policy loss", True), ("top1_accuracy", "top-1", Fals
 BOOTSTRAP_DRAWS = 2000
 
 
+def add_common_arguments(add) -> None:
+    """The teacher, the data and its split, the steps and the training jobs (tools/migration_experiment.py too)."""
+    add("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
+    add("--data", nargs="+", default=[str(DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs, @lists")
+    add("--steps", type=int, default=None, help="optimizer steps of every run (default 4500; --quick 20)")
+    add("--batch-size", type=int, default=256)
+    add("--test-ratio", type=float, default=0.1, help="share of the lc0 games held out for the report")
+    add("--val-ratio", type=float, default=0.1, help="share of the lc0 games that pick each run's best checkpoint")
+    add("--eval-every", type=int, default=None, help="steps between validation evaluations (default: steps/15)")
+    add("--jobs", type=int, default=2, help="runs trained at once (each with cores/jobs threads)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="distill_experiment.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add("--teacher", type=Path, default=DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
-    add("--data", nargs="+", default=[str(DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs, @lists")
+    add_common_arguments(add)
     add("--student", default="64x6", help="student size: FILTERSxBLOCKS, an SE-ResNet (the rows: 32x4 and 48x5 "
         "close less), or bt-WIDTHxLAYERS, an attention-body preset (AdamW at 1e-3, see student_settings)")
-    add("--steps", type=int, default=None, help="optimizer steps of every arm (default 4500; --quick 20)")
-    add("--batch-size", type=int, default=256)
     add("--lr", type=float, default=0.05, help="peak SGD rate (warmup 5%%, then cosine to 1%%)")
     add("--seeds", type=int, default=3, help="seeds per arm (data order and initial weights)")
-    add("--test-ratio", type=float, default=0.1, help="share of the lc0 games held out for the report")
-    add("--val-ratio", type=float, default=0.1, help="share of the lc0 games that pick each arm's best checkpoint")
     add("--evaluate-on", choices=("held-out", "validation"), default="held-out",
         help="the games scored: validation for tuning rows (never tune on held-out games)")
     add("--played-games", type=int, default=None, help="teacher-played games in every arm's training data "
@@ -100,8 +107,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
              "switched off there")
     add("--teacher-schedule-at", type=float, default=0.5, metavar="FRACTION", help="share of the steps where "
         "the decay starts or the teacher switches off")
-    add("--eval-every", type=int, default=None, help="steps between validation evaluations (default: steps/15)")
-    add("--jobs", type=int, default=2, help="runs trained at once (each with cores/jobs threads)")
     add("--match-games", type=int, default=200, help="lc0 games of distilled against hard at each --match-nodes, "
         "split over the seeds (0: no match)")
     add("--match-nodes", default="1,100", help="lc0 nodes per move, comma-separated")
@@ -496,19 +501,24 @@ def settings(args) -> dict:
 # ----------------------------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run_and_report(parse_args(argv), run_experiment, table, "distill_experiment.py")
+
+
+def run_and_report(args, run, as_table, prog: str) -> int:
+    """Run the experiment into args.out, write OUT/result.json and OUT/result.md, print the table (and the JSON
+    with --json); a user mistake is one line and exit status 2."""
     started = time.perf_counter()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_experiment(args)
+        result = run(args)
     except Lc0DistillError as error:
-        say(f"distill_experiment.py: {error}")
+        say(f"{prog}: {error}")
         return 2
     result["seconds"] = round(time.perf_counter() - started, 1)
     (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "result.md").write_text(table(result) + "\n")
-    say("\n" + table(result) + f"\n\ntotal time {result['seconds'] / 60:.1f} min")
+    (args.out / "result.md").write_text(as_table(result) + "\n")
+    say("\n" + as_table(result) + f"\n\ntotal time {result['seconds'] / 60:.1f} min")
     if args.json:
         print(json.dumps(result))
     return 0

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,21 +48,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="migration_experiment.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add("--teacher", type=Path, default=experiment.DEFAULT_TEACHER, help="lc0 .pb.gz net or lc0distill .pt")
-    add("--data", nargs="+", default=[str(experiment.DEFAULT_DATA)], help="lc0 games: chunk files, folders, globs")
+    experiment.add_common_arguments(add)
     add("--students", default="bt-64x4,64x6", help="the two students, comma-separated: bt-WIDTHxLAYERS (an "
         "attention-body preset) or FILTERSxBLOCKS (an SE-ResNet); the match plays the first against the second")
-    add("--steps", type=int, default=None, help="optimizer steps of every run (default 4500; --quick 20)")
-    add("--batch-size", type=int, default=256)
     add("--lr", type=float, default=0.05, help="the SE student's peak SGD rate (5%% warmup, cosine to 1%%)")
     add("--seeds", type=int, default=1, help="seeds per student (data order and initial weights)")
-    add("--test-ratio", type=float, default=0.1, help="share of the lc0 games held out for the report")
-    add("--val-ratio", type=float, default=0.1, help="share of the lc0 games that pick each run's best checkpoint")
     add("--played-games", type=int, default=None, help="teacher-played games in the training data "
         "(default 3000; --quick 20)")
     add("--temperature", type=float, default=2.0, help="temperature of the teacher's policy (Hinton's form)")
-    add("--eval-every", type=int, default=None, help="steps between validation evaluations (default: steps/15)")
-    add("--jobs", type=int, default=2, help="runs trained at once (each with cores/jobs threads)")
     add("--match-games", type=int, default=200, help="lc0 games at each --match-nodes, split over the seeds")
     add("--match-nodes", default="1,100", help="lc0 nodes per move, comma-separated")
     add("--nps-positions", type=int, default=8, help="built-in openings each student searches for its nps")
@@ -226,22 +218,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    args.out = args.out.resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        result = run_experiment(args)
-    except Lc0DistillError as error:
-        experiment.say(f"migration_experiment.py: {error}")
-        return 2
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "result.md").write_text(table(result) + "\n")
-    experiment.say("\n" + table(result) + f"\n\ntotal time {result['seconds'] / 60:.1f} min")
-    if args.json:
-        print(json.dumps(result))
-    return 0
+    return experiment.run_and_report(parse_args(argv), run_experiment, table, "migration_experiment.py")
 
 
 if __name__ == "__main__":
