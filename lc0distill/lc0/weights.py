@@ -346,9 +346,15 @@ def config_from_net(net, path: str) -> NetConfig:
         activation=Activation.MISH if fmt.default_activation == NF.DEFAULT_ACTIVATION_MISH else Activation.RELU,
         input_format=fmt.input or 1,
     )
+    return _net_config(sizes, path)
+
+
+def _net_config(sizes: dict, path: str) -> NetConfig:
+    """The NetConfig of sizes read from a file; sizes beyond the bounds or an input format lc0distill does not
+    know are a WeightsError naming the field."""
     try:
         return NetConfig(**sizes)
-    except ValidationError as error:  # sizes beyond the bounds, an input format lc0distill does not know
+    except ValidationError as error:
         problem = error.errors()[0]
         key = ".".join(str(part) for part in problem["loc"])
         raise WeightsError(path, f"a net with {key} {sizes.get(key, '?')}: {problem['msg']}") from None
@@ -510,13 +516,7 @@ def _attention_from_message(net, path: str):
 
     if not net.HasField("weights"):
         fail("the file holds no weights")
-    sizes = attention_config(net, _size, fail)
-    try:
-        config = NetConfig(**sizes)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        key = ".".join(str(part) for part in problem["loc"])
-        raise WeightsError(path, f"a net with {key} {sizes.get(key, '?')}: {problem['msg']}") from None
+    config = _net_config(attention_config(net, _size, fail), path)
     check_net_size(config, path)
     with torch.device("meta"):
         skeleton = AttentionNet(config)
