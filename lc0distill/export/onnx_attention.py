@@ -7,7 +7,7 @@ default activation, then the input gates. Each encoder: multi-head attention (qu
 LN(alpha * x + f(x)) with epsilon 1e-6, which is our LN(x + f(x) / alpha) with epsilon 1e-6 / alpha^2 (layer
 norm ignores the scale but not the epsilon), the FFN likewise. The heads read the tokens. Names, node order and
 initializer order are lc0 v0.31's (tests/engine/test_attention_nets.py compares them node for node); the
-rule50 column of the embedding is scaled for lc0's raw count as in the .pb.gz file.
+embedding's weights are the file's (lc0/attention_weights.file_embedding_weight).
 """
 
 from __future__ import annotations
@@ -15,27 +15,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lc0distill.chess.input_formats import is_hectoplies
 from lc0distill.chess.policy_index import POLICY_SIZE
 from lc0distill.export.names import INPUT_NAME, MLH_NAME, VALUE_NAME, WDL_NAME
 from lc0distill.export.onnx_graph import GraphBuilder, as_numpy, attention_policy_logits
+from lc0distill.lc0.attention_weights import file_embedding_weight
 from lc0distill.models.attention import AttentionNet, EncoderLayer, Smolgen, TokenHead
 from lc0distill.models.config import Activation, NetConfig, ValueHead
-from lc0distill.models.net import INPUT_PLANES, RULE50_INPUT_SCALE, RULE50_PLANE
+from lc0distill.models.net import INPUT_PLANES
 
 
 def _layer_norm(g: GraphBuilder, name: str, x: str, norm: torch.nn.LayerNorm) -> str:
     scale = g.weight(f"{name}/w/scale", as_numpy(norm.weight))
     bias = g.weight(f"{name}/w/bias", as_numpy(norm.bias))
     return g.node("LayerNormalization", name, [x, scale, bias], axis=1, epsilon=float(norm.eps))
-
-
-def _embedding_weight(net: AttentionNet) -> np.ndarray:
-    """(176, C): ip_emb as the file holds it (the rule50 column for lc0's raw count), float32 as lc0 reads it."""
-    weight = net.embedding.weight.detach().float().clone()
-    if not is_hectoplies(net.config.input_format):
-        weight[:, RULE50_PLANE] *= RULE50_INPUT_SCALE
-    return weight.cpu().numpy().T
 
 
 def _embedding(g: GraphBuilder, net: AttentionNet) -> str:
@@ -49,8 +41,8 @@ def _embedding(g: GraphBuilder, net: AttentionNet) -> str:
     encoding = g.node("Expand", "/attn_body/expand", [encoding, shape])  # (B, 64, 64)
     flow = g.node("Concat", "/attn_body/padded_input", [flow, encoding], axis=2)  # (B, 64, 176)
     flow = g.reshape("/attn_body/reshape2", flow, "/const/att_body_shape2", [-1, INPUT_PLANES + 64])
-    flow = g.add_bias("/attn_body/add", g.matmul("/attn_body/matmul", flow, _embedding_weight(net)),
-                      as_numpy(net.embedding.bias))
+    weight = file_embedding_weight(net).cpu().numpy().T  # (176, C), as lc0's file holds it
+    flow = g.add_bias("/attn_body/add", g.matmul("/attn_body/matmul", flow, weight), as_numpy(net.embedding.bias))
     flow = g.activation("/attn_body", flow, net.config.activation)
     if net.gate_mult is None:
         return flow

@@ -33,12 +33,18 @@ def attention_network_format(config: NetConfig):
     return fmt
 
 
+def file_embedding_weight(model: AttentionNet) -> torch.Tensor:
+    """(C, 176) float32: ip_emb as the file holds it (and lc0's ONNX conversion), the rule50 column scaled for
+    the raw count lc0 feeds in formats 1-3."""
+    embedding = model.embedding.weight.detach().float().clone()
+    if not is_hectoplies(model.config.input_format):
+        embedding[:, RULE50_PLANE] *= RULE50_INPUT_SCALE
+    return embedding
+
+
 def fill_attention_weights(model: AttentionNet, w, write) -> None:
     """`write` is weights._Writer: layer(target, tensor) and linear(weight, bias, module)."""
-    embedding = model.embedding.weight.detach().clone()
-    if not is_hectoplies(model.config.input_format):  # lc0 feeds the raw rule50 count
-        embedding[:, RULE50_PLANE] *= RULE50_INPUT_SCALE
-    write.layer(w.ip_emb_w, embedding)
+    write.layer(w.ip_emb_w, file_embedding_weight(model))
     write.layer(w.ip_emb_b, model.embedding.bias)
     if model.gate_mult is not None:
         write.layer(w.ip_mult_gate, model.gate_mult.detach().t())  # [channels][64]
