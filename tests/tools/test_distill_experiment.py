@@ -3,7 +3,6 @@ has the documented shape, with the two arms on the same positions for the same s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,20 +12,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import PROJECT_ROOT, SELFPLAY, SHARED
+from tests.tools import load_tool
 
 TOOL = PROJECT_ROOT / "tools" / "distill_experiment.py"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("distill_experiment", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_split_is_disjoint_by_name_and_of_the_asked_sizes(tmp_path):
-    tool = _tool()
+    tool = load_tool("distill_experiment")
     for i in range(40):
         (tmp_path / f"game_{i:06d}.gz").write_bytes(b"")
     split = tool.split_games([str(tmp_path)], 0.1, 0.2)
@@ -42,7 +34,7 @@ def test_split_is_disjoint_by_name_and_of_the_asked_sizes(tmp_path):
 
 
 def test_gap_closed_by_hand():
-    tool = _tool()
+    tool = load_tool("distill_experiment")
     assert tool.gap(2.0, 1.7, 1.5, lower_better=True) == pytest.approx(0.6)  # (2.0 - 1.7) / (2.0 - 1.5)
     assert tool.gap(0.4, 0.52, 0.8, lower_better=False) == pytest.approx(0.3)  # (0.52 - 0.4) / (0.8 - 0.4)
     assert tool.gap(1.4, 1.3, 1.5, lower_better=True) is None  # hard already beats the teacher: no gap
@@ -50,7 +42,7 @@ def test_gap_closed_by_hand():
 
 def test_summary_figures_by_hand():
     """Two held-out games of 1 and 3 positions, two seeds. Pooled = position-weighted mean of game means."""
-    tool = _tool()
+    tool = load_tool("distill_experiment")
     sizes = np.array([1.0, 3.0])
     metric = lambda a, b: {"policy_loss": np.array([a, b]), "top1_accuracy": np.array([0.5, 0.5]),  # noqa: E731
                            "value_mse": np.array([1.0, 1.0]), "value_ce": np.array([1.0, 1.0])}

@@ -3,7 +3,6 @@ smoke run whose JSON has the documented shape, both students on the same positio
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,20 +10,13 @@ import sys
 import pytest
 
 from tests.conftest import PROJECT_ROOT, SELFPLAY, SHARED
+from tests.tools import load_tool
 
 TOOL = PROJECT_ROOT / "tools" / "migration_experiment.py"
 
 
-def _migration():
-    spec = importlib.util.spec_from_file_location("migration_experiment", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_each_family_trains_with_its_own_optimizer_and_nothing_else_differs(tmp_path):
-    tool = _migration()
+    tool = load_tool("migration_experiment")
     args = tool.parse_args(["--steps", "4500"])
     assert args.students == ["bt-64x4", "64x6"] and (args.teacher_weight, args.temperature) == (1.0, 2.0)
     experiment = tool.experiment
@@ -44,7 +36,7 @@ def test_each_family_trains_with_its_own_optimizer_and_nothing_else_differs(tmp_
 
 
 def test_bad_students_are_refused_before_any_work(capsys):
-    tool = _migration()
+    tool = load_tool("migration_experiment")
     for students in ("bt-abc,64x6", "64x6,64x6", "64x6"):
         with pytest.raises(SystemExit):
             tool.parse_args(["--students", students])
@@ -52,7 +44,7 @@ def test_bad_students_are_refused_before_any_work(capsys):
 
 
 def test_the_table_by_hand():
-    tool = _migration()
+    tool = load_tool("migration_experiment")
     student = {"parameters": 879_011, "flops": 32_200_000, "train_positions_per_second": [400.0, None],
                "lc0": {"nps": 1234}, "policy_loss": 1.9, "top1_accuracy": 0.6, "value_mse": 0.58}
     result = {"scored_positions": 3400, "scored_games": 32, "order": ["bt-64x4", "64x6"], "positions": 328_142,
