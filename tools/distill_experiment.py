@@ -50,7 +50,7 @@ import torch
 from lc0distill.chunks.config import DataConfig, make_loader, select_sources
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.config import RunConfig, dump_config, load_config
-from lc0distill.fileio import file_sha256
+from lc0distill.fileio import file_sha256, read_json, write_json
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
 from lc0distill.models.store import load_model
@@ -175,18 +175,48 @@ def cli(argv: list[str], what: str) -> None:
             raise Lc0DistillError(f"{what} failed: lc0distill {' '.join(argv)}")
 
 
+MADE_BY = "made_by.json"
+
+
 def teacher_games(args, name: str, games: int, flags: list[str]) -> list[str]:
-    """[OUT/name] holding `games` games of the teacher against itself (data play with `flags`), made once."""
+    """[OUT/name] holding `games` games of the teacher against itself (data play with `flags`), made once.
+
+    The folder's name says how the games were played, not by whom: OUT/name/made_by.json records the teacher's
+    sha256 and the flags, and a finished folder made otherwise is an error, never reused as this teacher's games
+    (nor deleted: it is another experiment's data)."""
     if not games:
         return []
     folder = args.out / name
-    if len(list(folder.glob("game_*.gz"))) != games:
-        shutil.rmtree(folder, ignore_errors=True)
-        started = time.perf_counter()
-        cli(["data", "play", "--net", str(args.teacher), "--games", str(games), "--out", str(folder), *flags],
-            "data play")
-        say(f"{name}: {games} games in {time.perf_counter() - started:,.0f}s")
+    made_by = {"teacher_sha256": file_sha256(args.teacher), "games": games, "flags": flags}
+    if len(list(folder.glob("game_*.gz"))) == games:
+        check_made_by(folder, made_by)
+        return [str(folder)]
+    shutil.rmtree(folder, ignore_errors=True)  # a generation cut short: made again from the start
+    started = time.perf_counter()
+    cli(["data", "play", "--net", str(args.teacher), "--games", str(games), "--out", str(folder), *flags],
+        "data play")
+    write_json(folder / MADE_BY, made_by)
+    say(f"{name}: {games} games in {time.perf_counter() - started:,.0f}s")
     return [str(folder)]
+
+
+def played_games(args, temperature: float, random_plies: int) -> list[str]:
+    """--played-games games of the teacher sampling its own policy at `temperature` after `random_plies`
+    random plies, with the played moves as policy targets (the teacher cache gives the soft ones)."""
+    return teacher_games(args, f"played-{args.played_games}-t{temperature:g}-r{random_plies}", args.played_games,
+                         ["--targets", "played", "--temperature", f"{temperature:g}", "--random-plies",
+                          str(random_plies), "--seed", "1000"])
+
+
+def check_made_by(folder: Path, made_by: dict) -> None:
+    kept = read_json(folder / MADE_BY)
+    if not kept:
+        raise Lc0DistillError(f"{folder}: finished games with no {MADE_BY} saying which teacher played them; "
+                              f"use another --out, or write {json.dumps(made_by)} there if it was this teacher")
+    if kept != made_by:
+        raise Lc0DistillError(f"{folder}: games made by teacher {kept.get('teacher_sha256', '?')[:12]} with "
+                              f"{kept.get('flags')}, not by {made_by['teacher_sha256'][:12]} with {made_by['flags']}: "
+                              f"use another --out")
 
 
 def teacher_cache(args, out: Path, data: list[str]) -> Path:
@@ -533,9 +563,7 @@ def run_experiment(args) -> dict:
              for name in ("train", "validation", "held_out")}
     say(f"data: {len(split.train)} training, {len(split.validation)} validation and {len(split.held_out)} "
         f"held-out games; teacher {args.teacher}")
-    played = teacher_games(args, f"played-{args.played_games}-t{args.played_temperature:g}-r{args.played_random_plies}",
-                           args.played_games, ["--targets", "played", "--temperature", str(args.played_temperature),
-                                               "--random-plies", str(args.played_random_plies), "--seed", "1000"])
+    played = played_games(args, args.played_temperature, args.played_random_plies)
     searched = teacher_games(args, f"search-{args.search_games}-v{args.search_visits}", args.search_games,
                              ["--engine", "lc0", "--visits", str(args.search_visits)])
     data = {"hard": [lists["train"], *played], "distilled": [lists["train"], *played]}

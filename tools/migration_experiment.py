@@ -104,9 +104,7 @@ def run_experiment(args) -> dict:
              for name in ("train", "validation", "held_out")}
     experiment.say(f"data: {len(split.train)} training, {len(split.validation)} validation and "
                    f"{len(split.held_out)} held-out games; teacher {args.teacher}")
-    played = experiment.teacher_games(args, f"played-{args.played_games}-t1-r4", args.played_games,
-                                      ["--targets", "played", "--temperature", "1", "--random-plies", "4",
-                                       "--seed", "1000"])
+    played = experiment.played_games(args, temperature=1.0, random_plies=4)  # the equal-terms experiment's games
     data = [lists["train"], *played]
     cache = experiment.teacher_cache(args, args.out, [*data, lists["validation"]])
     jobs = [experiment.Job(f"distilled-{student}", seed,

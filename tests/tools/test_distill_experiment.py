@@ -3,6 +3,7 @@ has the documented shape, with the two arms on the same positions for the same s
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lc0distill.errors import Lc0DistillError
 from tests.conftest import PROJECT_ROOT, SELFPLAY, SHARED
 from tests.tools import load_tool
 
@@ -60,6 +62,36 @@ def test_summary_figures_by_hand():
     difference = result["differences"]["policy_loss"]
     assert difference["distilled_minus_hard"] == pytest.approx(np.mean([-1.0, -1.5]))
     assert result["differences"]["top1_accuracy"]["se_games"] == 0.0  # equal everywhere: nothing to resample
+
+
+def test_teacher_games_are_made_once_and_never_taken_for_another_teachers(tmp_path, monkeypatch):
+    tool = load_tool("distill_experiment")
+    plays = []
+
+    def fake_play(argv, what):  # `data play` writing its chunks, without the net
+        plays.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        for i in range(int(argv[argv.index("--games") + 1])):
+            (out / f"game_{i:06d}.gz").write_bytes(b"")
+
+    monkeypatch.setattr(tool, "cli", fake_play)
+    teacher = tmp_path / "teacher.pb.gz"
+    teacher.write_bytes(b"net A")
+    args = argparse.Namespace(out=tmp_path / "out", teacher=teacher)
+    folder = tmp_path / "out" / "played"
+    assert tool.teacher_games(args, "played", 2, ["--seed", "1"]) == [str(folder)]
+    assert tool.teacher_games(args, "played", 2, ["--seed", "1"]) == [str(folder)] and len(plays) == 1
+    with pytest.raises(Lc0DistillError, match="not by .* with \\['--seed', '2'\\]: use another --out"):
+        tool.teacher_games(args, "played", 2, ["--seed", "2"])
+    teacher.write_bytes(b"net B")
+    with pytest.raises(Lc0DistillError, match="games made by teacher"):
+        tool.teacher_games(args, "played", 2, ["--seed", "1"])
+    (folder / "made_by.json").unlink()
+    with pytest.raises(Lc0DistillError, match="no made_by.json saying which teacher played them"):
+        tool.teacher_games(args, "played", 2, ["--seed", "1"])
+    assert len(plays) == 1 and len(list(folder.glob("game_*.gz"))) == 2  # refused, and nothing deleted
+    assert tool.teacher_games(args, "played", 3, ["--seed", "1"]) == [str(folder)] and len(plays) == 2
 
 
 @pytest.mark.slow
