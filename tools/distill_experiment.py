@@ -50,7 +50,7 @@ import torch
 from lc0distill.chunks.config import DataConfig, make_loader, select_sources
 from lc0distill.chunks.sources import find_chunks
 from lc0distill.config import RunConfig, dump_config, load_config
-from lc0distill.fileio import file_sha256, read_json, write_json
+from lc0distill.fileio import file_sha256, read_json, write_atomic, write_json
 from lc0distill.errors import Lc0DistillError
 from lc0distill.evaluate import evaluate_net
 from lc0distill.models.store import load_model
@@ -546,8 +546,8 @@ def run_and_report(args, run, as_table, prog: str) -> int:
         say(f"{prog}: {error}")
         return 2
     result["seconds"] = round(time.perf_counter() - started, 1)
-    (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "result.md").write_text(as_table(result) + "\n")
+    write_atomic(args.out / "result.json", (json.dumps(result, indent=1) + "\n").encode())  # NaN/inf kept
+    write_atomic(args.out / "result.md", (as_table(result) + "\n").encode())
     say("\n" + as_table(result) + f"\n\ntotal time {result['seconds'] / 60:.1f} min")
     if args.json:
         print(json.dumps(result))
