@@ -7,6 +7,9 @@ import math
 
 from lc0distill.chess.input_formats import SUPPORTED_INPUT_FORMATS
 
+PATHS_HELP = ("chunk files (.gz or uncompressed), directories (searched recursively), .tar archives, or shard "
+              "folders (data repack: read back as the chunks they were made from)")
+
 
 def input_format(text: str) -> int:
     value = int(text) if text.strip().lstrip("-").isdigit() else None

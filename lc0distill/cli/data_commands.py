@@ -13,13 +13,10 @@ from lc0distill.chunks.reader import Chunk, read_chunk
 from lc0distill.chunks.sources import find_chunks, no_chunks_message
 from lc0distill.chunks.validate import CHESS_FIELDS, find_bad_records
 from lc0distill.cli import data_from_pgn, data_label, data_play, data_repack, data_stats
-from lc0distill.cli.arguments import refuse_shard_folders
+from lc0distill.cli.arguments import PATHS_HELP, refuse_shard_folders
 from lc0distill.errors import ChunkError
 from lc0distill.shards.index import is_shard_folder
 from lc0distill.shards.regroup import shard_folder_chunks
-
-PATHS_HELP = ("chunk files (.gz or uncompressed), directories (searched recursively), .tar archives, or shard "
-              "folders (data repack: read back as the chunks they were made from)")
 
 
 def register(groups: argparse._SubParsersAction) -> None:

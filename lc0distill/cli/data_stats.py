@@ -12,12 +12,11 @@ from rich.table import Table
 
 from lc0distill.chunks.sources import find_chunks, no_chunks_message
 from lc0distill.chunks.stats import DatasetStats
+from lc0distill.cli.arguments import PATHS_HELP
 from lc0distill.errors import ChunkError, Lc0DistillError
 from lc0distill.shards.index import is_shard_folder
 from lc0distill.shards.regroup import shard_folder_chunks
 
-PATHS_HELP = ("chunk files (.gz or uncompressed), directories (searched recursively), .tar archives, or shard "
-              "folders (data repack: read back as the chunks they were made from)")
 PROGRESS_MIN_CHUNKS = 50  # fewer chunks take well under a second: no progress bar
 
 
