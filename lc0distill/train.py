@@ -40,7 +40,7 @@ from lc0distill.models.net import SEResNet
 from lc0distill.models.store import save_model
 from lc0distill.progress import track
 from lc0distill.training.data import RunData
-from lc0distill.training.distributed import check_ranks_agree, init_distributed, wrap_student
+from lc0distill.training.distributed import check_ranks_agree, init_distributed, leave_distributed, wrap_student
 from lc0distill.training.logs import RunLogs, step_line
 from lc0distill.training.setup import (
     make_optimizer,
@@ -237,13 +237,17 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
     run = open_run(config, log, resume)
     progress = track("train", total=run.config.train.steps, unit="steps", plain_lines=False, log=log) \
         if run.rank == 0 else nullcontext()
-    with progress as tracker:
-        run.tracker = tracker
-        try:
-            result = _loop(run)
-        finally:
-            run.tracker = None
-            run.close_logs()
+    try:
+        with progress as tracker:
+            run.tracker = tracker
+            try:
+                result = _loop(run)
+            finally:
+                run.tracker = None
+                run.close_logs()
+    finally:
+        if run.distributed:  # every collective is done (the ranks' final agreement ends in a barrier)
+            leave_distributed()
     if run.rank == 0:
         run.logs.plot()
     return result

@@ -22,6 +22,13 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 
+def leave_distributed() -> None:
+    """Destroy the process group while the interpreter is whole: left to exit, gloo's worker threads can free
+    tensors during the interpreter's teardown and abort the rank (SIGABRT) after a run that succeeded."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def wrap_student(student: torch.nn.Module, distributed: bool, device: torch.device, compile: bool) -> torch.nn.Module:
     """What the step calls forward on: the student, in DDP under torchrun, compiled if asked."""
     module = student

@@ -105,7 +105,8 @@ def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path, classical_d
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lc0distill", "train",
                *_args(classical_data, run_dir, 12, "train.log_every=6", "train.eval_every=0", "train.checkpoint_every=6")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-2000:]
+    said = [line for line in finished.stderr.splitlines() if "torch/distributed/" not in line]  # the ranks' own
+    assert finished.returncode == 0, "\n".join(said)[-3000:]
     ddp = _records(run_dir, "ddp")[12]
     assert ddp["ranks"] == 2 and ddp["weights_identical"] is True
     assert ddp["rank_batch_size"] == 24  # data.batch_size=48 is the global batch: 24 positions a rank
