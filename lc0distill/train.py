@@ -99,8 +99,9 @@ class Run:
         self.rank_batch_size = rank_batch_size(config.data.batch_size, self.world)
         use_deterministic_kernels(config.train.deterministic)
         self.device = pick_device(config.train.device)
+        self.owns_process_group = False  # made here under torchrun: ended by train() when the run ends
         if self.distributed:
-            self.device = init_distributed(self.device)
+            self.device, self.owns_process_group = init_distributed(self.device)
         self.run_dir = Path(config.train.run_dir)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise Lc0DistillError(f"{self.run_dir}: train.run_dir names a file, not a folder")
@@ -246,7 +247,7 @@ def train(config: RunConfig, log: Log = print, resume: bool = True) -> RunResult
                 run.tracker = None
                 run.close_logs()
     finally:
-        if run.distributed:  # every collective is done (the ranks' final agreement ends in a barrier)
+        if run.owns_process_group:  # every collective is done (the ranks' final agreement ends in a barrier)
             leave_distributed()
     if run.rank == 0:
         run.logs.plot()

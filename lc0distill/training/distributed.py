@@ -12,14 +12,16 @@ from torch.nn.parallel import DistributedDataParallel
 from lc0distill.errors import Lc0DistillError
 
 
-def init_distributed(device: torch.device) -> torch.device:
-    """Join the process group; the device of this rank (cuda:LOCAL_RANK on GPUs)."""
-    if not dist.is_initialized():
+def init_distributed(device: torch.device) -> tuple[torch.device, bool]:
+    """Join the process group (a caller's own group is used as it is); the device of this rank (cuda:LOCAL_RANK
+    on GPUs), and whether the group was made here (then leave_distributed ends it)."""
+    made = not dist.is_initialized()
+    if made:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    return device
+    return device, made
 
 
 def leave_distributed() -> None:
