@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Sequence
 
@@ -41,12 +42,31 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None)
     """The command's arguments. A command with KEY=VALUE overrides (train, pbt) takes them anywhere among its
     flags (argparse alone gives a positional list one place: `train --config R a=1 --fresh b=2` would refuse
     b=2); any other word it does not know is refused as argparse refuses it."""
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(_negative_values_attached(sys.argv[1:] if argv is None else argv))
     if unknown and isinstance(getattr(args, "overrides", None), list) and all(map(_is_override, unknown)):
         args.overrides = [*args.overrides, *unknown]
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
+
+
+# Options whose value may start with a minus (--sprt -10,10, --resign -600,4): argparse takes "-10,10" for an
+# option of its own unless it is attached (--sprt=-10,10), so it is attached here.
+NEGATIVE_VALUE_OPTIONS = ("--sprt", "--resign")
+
+
+def _negative_values_attached(argv: Sequence[str]) -> list[str]:
+    words, i = [], 0
+    while i < len(argv):
+        word = str(argv[i])
+        following = str(argv[i + 1]) if i + 1 < len(argv) else ""
+        if word in NEGATIVE_VALUE_OPTIONS and re.match(r"-\.?\d", following):
+            words.append(f"{word}={following}")
+            i += 2
+        else:
+            words.append(word)
+            i += 1
+    return words
 
 
 def _is_override(word: str) -> bool:

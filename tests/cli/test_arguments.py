@@ -23,3 +23,15 @@ def test_words_a_command_does_not_know_are_refused(argv, word, capsys):
         main(argv)
     assert stopped.value.code == 2
     assert f"unrecognized arguments: {word}" in capsys.readouterr().err
+
+
+def test_a_negative_sprt_or_resign_value_may_follow_its_option_as_a_separate_word():
+    parser = build_parser()
+    apart = parse_arguments(parser, ["match", "a.pt", "b.pt", "--sprt", "-10,10", "--resign", "-600,4"])
+    attached = parse_arguments(parser, ["match", "a.pt", "b.pt", "--sprt=-10,10", "--resign=-600,4"])
+    assert apart.sprt == attached.sprt == "-10,10" and apart.resign == attached.resign == "-600,4"
+    ladder = parse_arguments(parser, ["ladder", "--teacher", "t.pb.gz", "--data", "d", "--held-out", "h",
+                                      "--out", "o", "--sprt", "-5,5"])
+    assert ladder.sprt == "-5,5"
+    with pytest.raises(SystemExit):  # only those options: a word like -5 elsewhere is still an unknown option
+        parse_arguments(parser, ["match", "a.pt", "b.pt", "--games", "-5,5"])
