@@ -21,7 +21,8 @@ Log = Callable[[str], None]
 
 
 class Clock:
-    """Seconds the ladder has worked, over every run of it (out/clock.json; a kill loses the stage it cut)."""
+    """Seconds the ladder has worked, over every run of it (out/clock.json, kept after every stage and every
+    game: a kill loses the game or stage it cut)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -50,13 +51,17 @@ def _with_speeds(plan: LadderPlan, record: dict, net: Path, path: Path, log: Log
     return record
 
 
-def _play(plan: LadderPlan, size: str, limit: Limit, games: int, use_sprt: bool) -> dict:
+def _play(plan: LadderPlan, size: str, limit: Limit, games: int, use_sprt: bool, clock: Clock) -> dict:
     pgn = plan.match_pgn(size, limit)
     make_folder(pgn.parent, "matches folder")
     student = plan.rung_dir(size) / STUDENT_FILE
+
+    def finished(done: int) -> None:  # the clock kept at every game: a kill loses at most the game it cut
+        bar.update(done)
+        clock.tick()
+
     with track(f"{size} vs teacher, {limit.label}", total=games, unit="games") as bar:
-        report = play_teacher(plan, student, limit, games, plan.sprt if use_sprt else None, pgn,
-                              lambda done: bar.update(done))
+        report = play_teacher(plan, student, limit, games, plan.sprt if use_sprt else None, pgn, finished)
         bar.update(report["games"])  # the games resumed from the PGN too
     row, kept = pairing_row(report), pgn.with_suffix(".json")
     before = read_json(kept)
@@ -88,13 +93,13 @@ def run_ladder(plan: LadderPlan, log: Log = print) -> dict:
         for limit in plan.limits:
             decisive = limit.uci.nodes == 1
             games = plan.decisive_games if decisive else plan.games
-            rows[size][limit.label] = _play(plan, size, limit, games, use_sprt=not decisive)
+            rows[size][limit.label] = _play(plan, size, limit, games, use_sprt=not decisive, clock=clock)
             clock.tick()
     for limit in (limit for limit in plan.limits if limit.equal_time and plan.decisive_games > plan.games):
         best = _best_at(rows, limit.label)
         if best is not None:
             log(f"{best}: the best student at {limit.label}, to {plan.decisive_games} games")
-            rows[best][limit.label] = _play(plan, best, limit, plan.decisive_games, use_sprt=False)
+            rows[best][limit.label] = _play(plan, best, limit, plan.decisive_games, use_sprt=False, clock=clock)
             clock.tick()
     result = _result(plan, teacher, rungs, rows, clock.tick())
     write_tables(result, plan.out)

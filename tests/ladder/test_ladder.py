@@ -225,3 +225,26 @@ def test_the_elo_cell_says_the_interval_and_the_record():
     assert elo_cell(row) == "+147 [+20, +301] (+6 =2 -2), SPRT"
     assert elo_cell({"games": 0}) == "not played"
     assert elo_cell({"games": 2, "wins": 0, "draws": 0, "losses": 2, "elo": None}) == "n/a (+0 =0 -2)"
+
+
+def test_the_ladder_clock_is_kept_after_every_game(tmp_path, monkeypatch):
+    """A kill in the middle of a long clock match loses at most the game it cut from the ladder's total time."""
+    from lc0distill.ladder import run as ladder_run
+    from lc0distill.ladder.plan import LadderPlan
+
+    kept_after = []
+
+    def three_games(plan, student, limit, games, sprt, pgn, on_game):
+        for done in (1, 2, 3):
+            time.sleep(0.15)
+            on_game(done)
+            kept_after.append(json.loads((tmp_path / "clock.json").read_text())["seconds"])
+        return {"games": 3, "pairings": [], "nets": [], "pgn": str(pgn)}
+
+    monkeypatch.setattr(ladder_run, "play_teacher", three_games)
+    plan = LadderPlan(teacher=tmp_path / "t.pb.gz", sizes=("8x1",), data=("d",), held_out=("h",), out=tmp_path,
+                      limits=parse_limits("1", None, None))
+    clock = ladder_run.Clock(tmp_path / "clock.json")
+    ladder_run._play(plan, "8x1", plan.limits[0], 3, use_sprt=False, clock=clock)
+    assert len(kept_after) == 3 and 0 < kept_after[0] < kept_after[1] < kept_after[2]
+    assert kept_after[2] >= 0.4  # three games of 0.15 s each (kept to 0.1 s) were counted as they finished
