@@ -74,9 +74,10 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def write_json(path: str | os.PathLike, value) -> None:
-    """`value` as indented JSON (no NaN or inf), written atomically (write_atomic)."""
-    write_atomic(path, (json.dumps(value, indent=1, allow_nan=False) + "\n").encode())
+def write_json(path: str | os.PathLike, value, allow_nan: bool = False) -> None:
+    """`value` as indented JSON, written atomically (write_atomic). NaN or inf is an error unless `allow_nan`
+    (then written as JSON's NaN/Infinity extension: an experiment's Elo of a match with every game lost)."""
+    write_atomic(path, (json.dumps(value, indent=1, allow_nan=allow_nan) + "\n").encode())
 
 
 def read_json(path: str | os.PathLike) -> dict:

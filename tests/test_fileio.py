@@ -42,3 +42,13 @@ def test_files_get_the_mode_open_would_give(tmp_path):
         os.umask(old)
     assert (tmp_path / "private").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "shared").stat().st_mode & 0o777 == 0o664
+
+
+def test_write_json_refuses_nan_unless_allowed(tmp_path):
+    from lc0distill.fileio import write_json
+
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "a.json", {"elo": float("inf")})
+    assert not (tmp_path / "a.json").exists()
+    write_json(tmp_path / "a.json", {"elo": float("-inf"), "se": float("nan")}, allow_nan=True)
+    assert (tmp_path / "a.json").read_text() == '{\n "elo": -Infinity,\n "se": NaN\n}\n'

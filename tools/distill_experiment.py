@@ -546,7 +546,7 @@ def run_and_report(args, run, as_table, prog: str) -> int:
         say(f"{prog}: {error}")
         return 2
     result["seconds"] = round(time.perf_counter() - started, 1)
-    write_atomic(args.out / "result.json", (json.dumps(result, indent=1) + "\n").encode())  # NaN/inf kept
+    write_json(args.out / "result.json", result, allow_nan=True)
     write_atomic(args.out / "result.md", (as_table(result) + "\n").encode())
     say("\n" + as_table(result) + f"\n\ntotal time {result['seconds'] / 60:.1f} min")
     if args.json:

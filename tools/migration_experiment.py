@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from lc0distill.config import load_config  # noqa: E402
 from lc0distill.errors import Lc0DistillError  # noqa: E402
-from lc0distill.fileio import file_sha256, read_records, write_atomic  # noqa: E402
+from lc0distill.fileio import file_sha256, read_records, write_json  # noqa: E402
 from lc0distill.models.net import flops_per_position, count_parameters  # noqa: E402
 from lc0distill.models.store import load_model  # noqa: E402
 from lc0distill.nets import load_net  # noqa: E402
@@ -175,7 +175,7 @@ def lc0_speed(args, run_dir: Path) -> dict:
         speed = lc0_nps(run_dir / "best.pt", DEFAULT_ENGINE_OPTIONS, args.nps_positions, args.nps_seconds)
     except EngineNotFound as error:  # not kept: measured once the engine is there
         return {"nps": None, "skipped": str(error)}
-    write_atomic(kept, json.dumps(speed).encode())
+    write_json(kept, speed, allow_nan=True)
     return speed
 
 
@@ -191,7 +191,7 @@ def played_match(args, pairs: list[tuple[Path, Path]], nodes: int) -> dict:
             return record["match"]
     match = experiment.engine_match(args, pairs, nodes)
     if "elo" in match:  # a skipped or failed match is tried again next time
-        write_atomic(kept, (json.dumps({"key": key, "match": match}, indent=1) + "\n").encode())  # Elo may be inf
+        write_json(kept, {"key": key, "match": match}, allow_nan=True)  # Elo may be inf
     return match
 
 
